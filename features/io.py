@@ -1,0 +1,135 @@
+"""Reading and writing contract tables. All I/O of the feature package lives here.
+
+Writes are atomic: a file is written under a temporary name in the target folder and renamed
+into place, so an interrupted run never leaves a partial file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from features.contract import DEFAULT_TZ, validate
+
+TABLE_FILES = {
+    "sessions": "sessions.parquet",
+    "session_products": "session_products.parquet",
+    "fan_events": "fan_events.parquet",
+}
+TRUTH_FILE = "truth.parquet"
+
+
+def read_frame(path: str | Path, *, sep: str | None = None, sheet: str | int = 0) -> pd.DataFrame:
+    """Read a CSV, Parquet or Excel file (by extension) into a raw frame, no validation."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    suffix = path.suffix.lower()
+    if suffix in {".parquet", ".pq"}:
+        return pd.read_parquet(path)
+    if suffix in {".xlsx", ".xlsm", ".xls"}:
+        return pd.read_excel(path, sheet_name=sheet)
+    if suffix in {".csv", ".txt", ".tsv"}:
+        if sep is None:
+            sep = "\t" if suffix == ".tsv" else ","
+        return pd.read_csv(path, sep=sep, engine="python" if len(sep) > 1 else "c")
+    raise ValueError(f"{path}: unsupported file type {suffix!r} (use .csv, .parquet or .xlsx)")
+
+
+def read_table(path: str | Path, table: str, *, tz: str = DEFAULT_TZ) -> pd.DataFrame:
+    """Read one contract table from CSV / Parquet / Excel and validate it."""
+    raw = read_frame(path)
+    return validate(raw, table, source=str(path), tz=tz)
+
+
+@contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` only on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_parquet(df: pd.DataFrame, target: str | Path) -> Path:
+    """Write ``df`` to Parquet atomically."""
+    target = Path(target)
+    with atomic_path(target) as tmp:
+        df.to_parquet(tmp, index=False)
+    return target
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The three contract tables (and, for simulated data, the ground truth)."""
+
+    sessions: pd.DataFrame
+    session_products: pd.DataFrame
+    fan_events: pd.DataFrame | None = None
+    truth: pd.DataFrame | None = None
+
+
+def write_dataset(ds: Dataset, out_dir: str | Path) -> Path:
+    """Write a dataset folder (one Parquet file per table)."""
+    out_dir = Path(out_dir)
+    write_parquet(ds.sessions, out_dir / TABLE_FILES["sessions"])
+    write_parquet(ds.session_products, out_dir / TABLE_FILES["session_products"])
+    if ds.fan_events is not None:
+        write_parquet(ds.fan_events, out_dir / TABLE_FILES["fan_events"])
+    if ds.truth is not None:
+        write_parquet(ds.truth, out_dir / TRUTH_FILE)
+    return out_dir
+
+
+def load_dataset(
+    data_dir: str | Path, *, fan_events: bool = True, tz: str = DEFAULT_TZ
+) -> Dataset:
+    """Load and validate a dataset folder written by ``simulate`` or an importer.
+
+    ``session_products`` is optional (an empty table when absent: some exports have no SKU
+    detail); ``fan_events`` and ``truth`` are loaded when present.
+    """
+    data_dir = Path(data_dir)
+    sessions_path = data_dir / TABLE_FILES["sessions"]
+    if not sessions_path.exists():
+        raise FileNotFoundError(f"{data_dir}: no {TABLE_FILES['sessions']} (run livecast simulate)")
+    sessions = read_table(sessions_path, "sessions", tz=tz)
+    products_path = data_dir / TABLE_FILES["session_products"]
+    if products_path.exists():
+        products = read_table(products_path, "session_products", tz=tz)
+    else:
+        products = validate(empty_products(), "session_products")
+    events = None
+    events_path = data_dir / TABLE_FILES["fan_events"]
+    if fan_events and events_path.exists():
+        events = read_table(events_path, "fan_events", tz=tz)
+    truth_path = data_dir / TRUTH_FILE
+    truth = pd.read_parquet(truth_path) if truth_path.exists() else None
+    return Dataset(sessions, products, events, truth)
+
+
+def empty_products() -> pd.DataFrame:
+    """A session_products table with no rows."""
+    return pd.DataFrame(
+        {
+            "session_id": pd.Series(dtype="str"),
+            "sku_id": pd.Series(dtype="str"),
+            "category": pd.Series(dtype="str"),
+            "list_price": pd.Series(dtype="float64"),
+            "live_price": pd.Series(dtype="float64"),
+            "is_new_launch": pd.Series(dtype="bool"),
+        }
+    )

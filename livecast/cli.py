@@ -1,0 +1,245 @@
+"""The ``livecast`` console command. Subcommands are thin: parse arguments, call a library function.
+
+Heavy imports happen inside each command so that ``livecast --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from livecast.config import get_settings
+
+app = typer.Typer(
+    name="livecast",
+    help="Forecast live-commerce sessions and tier fans.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+import_app = typer.Typer(help="Import real exports into the data contract.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _friendly_errors(fn: F) -> F:
+    """Turn data problems into a readable message and exit code 2 instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from features.contract import ContractError
+
+        try:
+            return fn(*args, **kwargs)
+        except ContractError as err:
+            _print_contract_error(err)
+            raise typer.Exit(2) from None
+        except (FileNotFoundError, ValueError) as err:
+            err_console.print(f"[bold red]error:[/] {err}")
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _print_contract_error(err: Any) -> None:
+    failures = err.failures
+    where = f" in {err.source}" if err.source else ""
+    err_console.print(
+        f"[bold red]{err.table}{where}: {len(failures)} row/column failure(s)"
+        " against the data contract[/]"
+    )
+    table = Table("row", "column", "check", "value", show_lines=False)
+    for row in failures.head(100).itertuples(index=False):
+        table.add_row(str(row.row), str(row.column), str(row.check), repr(row.value))
+    err_console.print(table)
+    if len(failures) > 100:
+        err_console.print(f"... and {len(failures) - 100} more failures")
+
+
+def _summary_table(title: str, items: dict[str, Any]) -> Table:
+    table = Table(title=title, show_header=False)
+    for key, value in items.items():
+        table.add_row(str(key), f"{value:,.3f}" if isinstance(value, float) else str(value))
+    return table
+
+
+@app.command()
+@_friendly_errors
+def simulate(
+    out: Annotated[Path, typer.Option(help="Output folder for the Parquet tables.")] = Path(
+        "data/sim"
+    ),
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same files.")] = 0,
+    rooms: Annotated[int, typer.Option(min=1, help="Number of live rooms.")] = 40,
+    days: Annotated[int, typer.Option(min=7, help="Days of history.")] = 730,
+    fans: Annotated[int, typer.Option(min=0, help="Number of fans with events.")] = 100_000,
+) -> None:
+    """Simulate realistic sessions, products and fan events (the embedded default data)."""
+    from features.io import write_dataset
+    from features.simulate import simulate as run_simulation
+    from features.simulate import summarize
+
+    ds = run_simulation(seed=seed, rooms=rooms, days=days, fans=fans)
+    write_dataset(ds, out)
+    console.print(_summary_table(f"simulated data in {out}", summarize(ds)))
+
+
+@app.command()
+@_friendly_errors
+def features(
+    data: Annotated[Path, typer.Option(help="Dataset folder (simulate or import output).")] = Path(
+        "data/sim"
+    ),
+    out: Annotated[Path, typer.Option(help="Output Parquet file.")] = Path(
+        "data/sim/session_features.parquet"
+    ),
+) -> None:
+    """Build the leakage-free session feature frame from past sessions."""
+    from features.io import load_dataset, write_parquet
+    from features.sessions import build_session_features, feature_families
+
+    ds = load_dataset(data, fan_events=False, tz=get_settings().timezone)
+    frame = build_session_features(ds.sessions, ds.session_products)
+    write_parquet(frame, out)
+    fams = feature_families(frame.columns)
+    console.print(
+        _summary_table(
+            f"features written to {out}",
+            {"rows": len(frame), "columns": frame.shape[1]}
+            | {f"family {k}": len(v) for k, v in fams.items()},
+        )
+    )
+
+
+@import_app.command("chanmama")
+@_friendly_errors
+def import_chanmama(
+    file: Annotated[Path, typer.Argument(help="Chanmama Douyin session export (.xlsx or .csv).")],
+    year: Annotated[int, typer.Option(help="Year of the sessions (the export omits it).")],
+    out: Annotated[Path, typer.Option(help="Output dataset folder.")],
+) -> None:
+    """Import a Chanmama (蝉妈妈) Douyin live-session export into a sessions table."""
+    from features.importers.chanmama import import_chanmama as run_import
+    from features.io import write_parquet
+
+    result = run_import(file, year=year, tz=get_settings().timezone)
+    write_parquet(result.table, out / "sessions.parquet")
+    console.print(_summary_table(f"sessions written to {out}", result.summary))
+
+
+@import_app.command("transactions")
+@_friendly_errors
+def import_transactions(
+    file: Annotated[Path, typer.Argument(help="Purchase log (CSV / TXT / Parquet / Excel).")],
+    out: Annotated[Path, typer.Option(help="Output dataset folder.")],
+    fan_col: Annotated[str, typer.Option(help="Column holding the fan / customer id.")] = (
+        "customer_id"
+    ),
+    time_col: Annotated[str, typer.Option(help="Column holding the purchase time.")] = "date",
+    amount_col: Annotated[str, typer.Option(help="Column holding the amount.")] = "dollar_value",
+    sep: Annotated[
+        str | None, typer.Option(help=r"Field separator; default ',' ('\s+' for whitespace).")
+    ] = None,
+    time_format: Annotated[
+        str | None, typer.Option(help="strftime format of the time column, e.g. %Y%m%d.")
+    ] = None,
+    room_id: Annotated[str, typer.Option(help="Room id to file the purchases under.")] = "store",
+) -> None:
+    """Import a purchase-only transaction log as fan_events (order events)."""
+    from features.importers.transactions import import_transactions as run_import
+    from features.io import write_parquet
+
+    result = run_import(
+        file,
+        fan_col=fan_col,
+        time_col=time_col,
+        amount_col=amount_col,
+        sep=sep,
+        time_format=time_format,
+        room_id=room_id,
+        tz=get_settings().timezone,
+    )
+    write_parquet(result.table, out / "fan_events.parquet")
+    console.print(_summary_table(f"fan_events written to {out}", result.summary))
+
+
+@import_app.command("table")
+@_friendly_errors
+def import_table(
+    file: Annotated[Path, typer.Argument(help="CSV / Parquet / Excel export.")],
+    table: Annotated[str, typer.Option(help="sessions, session_products or fan_events.")],
+    out: Annotated[Path, typer.Option(help="Output dataset folder.")],
+    mapping: Annotated[
+        Path | None, typer.Option(help="YAML column mapping (see README).")
+    ] = None,
+) -> None:
+    """Import any export for one contract table, renaming columns with a YAML mapping."""
+    from features.importers.generic import import_table as run_import
+    from features.io import TABLE_FILES, write_parquet
+
+    result = run_import(file, table=table, mapping=mapping, tz=get_settings().timezone)
+    write_parquet(result.table, out / TABLE_FILES[table])
+    console.print(_summary_table(f"{table} written to {out}", result.summary))
+
+
+@import_app.command("ns-homeshopping")
+@_friendly_errors
+def import_ns_homeshopping(
+    file: Annotated[Path, typer.Argument(help="NS Home Shopping 2019 performance CSV.")],
+    out: Annotated[Path, typer.Option(help="Output dataset folder.")],
+) -> None:
+    """Import NS Home Shopping broadcast slots as sessions (a show = consecutive slots)."""
+    from features.importers.ns_homeshopping import import_ns_homeshopping as run_import
+    from features.io import write_dataset
+
+    ds, summary = run_import(file)
+    write_dataset(ds, out)
+    console.print(_summary_table(f"dataset written to {out}", summary))
+
+
+@app.command()
+@_friendly_errors
+def pipeline(
+    data: Annotated[Path, typer.Option(help="Working folder for the simulated data.")] = Path(
+        "data/sim"
+    ),
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """The main job: simulate the default data, build features and print a summary."""
+    from features.io import write_dataset, write_parquet
+    from features.sessions import build_session_features, feature_families
+    from features.simulate import simulate as run_simulation
+    from features.simulate import summarize
+
+    ds = run_simulation(seed=seed)
+    write_dataset(ds, data)
+    console.print(_summary_table(f"simulated data in {data}", summarize(ds)))
+    frame = build_session_features(ds.sessions, ds.session_products)
+    write_parquet(frame, data / "session_features.parquet")
+    fams = feature_families(frame.columns)
+    console.print(
+        _summary_table(
+            "session features",
+            {"rows": len(frame), "columns": frame.shape[1]}
+            | {f"family {k}": len(v) for k, v in fams.items()},
+        )
+    )
+
+
+def main() -> None:  # pragma: no cover - console entry
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -94,9 +94,7 @@ def write_dataset(ds: Dataset, out_dir: str | Path) -> Path:
     return out_dir
 
 
-def load_dataset(
-    data_dir: str | Path, *, fan_events: bool = True, tz: str = DEFAULT_TZ
-) -> Dataset:
+def load_dataset(data_dir: str | Path, *, fan_events: bool = True, tz: str = DEFAULT_TZ) -> Dataset:
     """Load and validate a dataset folder written by ``simulate`` or an importer.
 
     ``session_products`` is optional (an empty table when absent: some exports have no SKU

@@ -1,4 +1,4 @@
-"""``SessionPlan``: everything a planner knows before going live, the single source of future inputs.
+"""``SessionPlan``: all a planner knows before going live, the single source of future inputs.
 
 The same model is used by the feature code, the CLI, the HTTP service and the notebooks. Bounds
 come from the data contract, so a plan that validates here is a valid ``sessions`` row.

@@ -180,9 +180,7 @@ def import_table(
     file: Annotated[Path, typer.Argument(help="CSV / Parquet / Excel export.")],
     table: Annotated[str, typer.Option(help="sessions, session_products or fan_events.")],
     out: Annotated[Path, typer.Option(help="Output dataset folder.")],
-    mapping: Annotated[
-        Path | None, typer.Option(help="YAML column mapping (see README).")
-    ] = None,
+    mapping: Annotated[Path | None, typer.Option(help="YAML column mapping (see README).")] = None,
 ) -> None:
     """Import any export for one contract table, renaming columns with a YAML mapping."""
     from features.importers.generic import import_table as run_import

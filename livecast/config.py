@@ -21,7 +21,7 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    data_dir: Path = Field(PROJECT_ROOT / "data", description="Working data (simulated or imported).")
+    data_dir: Path = Field(PROJECT_ROOT / "data", description="Working data folder.")
     models_dir: Path = Field(PROJECT_ROOT / "models", description="Exported model bundles.")
     reports_dir: Path = Field(PROJECT_ROOT / "reports", description="Backtest and batch reports.")
     mlflow_uri: str = Field(

@@ -112,13 +112,16 @@ def _money(description: str, *, nullable: bool = True, positive: bool = False) -
     )
 
 
-def _id(description: str, *, nullable: bool = False, unique: bool = False) -> pa.Column:
+def _id(
+    description: str, *, nullable: bool = False, unique: bool = False, required: bool = True
+) -> pa.Column:
     return pa.Column(
         str,
         pa.Check.str_length(min_value=1, max_value=200),
         nullable=nullable,
         unique=unique,
         coerce=True,
+        required=required,
         description=description,
     )
 
@@ -216,7 +219,9 @@ FAN_EVENTS_SCHEMA = pa.DataFrameSchema(
         "event_type": pa.Column(
             str, pa.Check.isin(EVENT_TYPES), coerce=True, description="What the fan did."
         ),
-        "session_id": _id("Session, when the event happened during one.", nullable=True),
+        "session_id": _id(
+            "Session, when the event happened during one.", nullable=True, required=False
+        ),
         "watch_seconds": _count("Seconds watched (watch events)."),
         "amount": _money("Order or refund amount, currency (order / refund events)."),
     },
@@ -254,6 +259,9 @@ class ContractError(ValueError):
 
 def _failure_table(err: pa.errors.SchemaErrors) -> pd.DataFrame:
     fc = err.failure_cases.copy()
+    missing = fc["check"].astype(str) == "column_in_dataframe"
+    fc.loc[missing, "column"] = fc.loc[missing, "failure_case"]
+    fc.loc[missing, "check"] = "required column is missing"
     out = pd.DataFrame(
         {
             "row": fc["index"].astype("object").where(fc["index"].notna(), "-"),

@@ -6,6 +6,7 @@ Heavy imports happen inside each command so that ``livecast --help`` stays fast.
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -204,6 +205,229 @@ def import_ns_homeshopping(
     ds, summary = run_import(file)
     write_dataset(ds, out)
     console.print(_summary_table(f"dataset written to {out}", summary))
+
+
+def _print_metrics(metrics: dict[str, Any]) -> None:
+    from training.report import metrics_table
+
+    df = metrics_table(metrics)
+    table = Table(title="backtest (lower is better; coverage should be near 0.80)")
+    for col in df.columns:
+        table.add_column(str(col))
+    for row in df.itertuples(index=False):
+        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
+    console.print(table)
+
+
+def _print_bars(metrics: dict[str, Any], oracle: bool) -> None:
+    from training.backtest import bars
+
+    table = Table("quality bar", "value", "holds", title="quality bars")
+    for b in bars(metrics, oracle=oracle):
+        table.add_row(b["bar"], "-" if b["value"] is None else f"{b['value']:.3f}", str(b["holds"]))
+    console.print(table)
+
+
+def _load_params(params: Path | None, seed: int) -> Any:
+    from training.tune import load_params
+
+    return load_params(params, seed=seed)
+
+
+@app.command()
+@_friendly_errors
+def backtest(
+    data: Annotated[Path, typer.Option(help="Dataset folder.")] = Path("data/sim"),
+    out: Annotated[Path, typer.Option(help="Report folder.")] = Path("reports/backtest"),
+    folds: Annotated[int, typer.Option(min=1, help="Rolling-origin folds.")] = 3,
+    horizon_days: Annotated[int, typer.Option(min=1, help="Days predicted per fold.")] = 30,
+    cut: Annotated[
+        str | None, typer.Option(help="Single split: train before DATE, test from DATE on.")
+    ] = None,
+    params: Annotated[Path | None, typer.Option(help="Parameters JSON (from tune).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Rolling-origin backtest of the forecaster against baselines; writes metrics.json."""
+    from features.io import load_dataset
+    from training.backtest import run_backtest
+    from training.data import training_frame
+    from training.report import write_report
+
+    ds = load_dataset(data, fan_events=False, tz=get_settings().timezone)
+    frame = training_frame(ds.sessions, ds.session_products)
+    result = run_backtest(
+        frame,
+        truth=ds.truth,
+        params=_load_params(params, seed),
+        folds=folds,
+        horizon_days=horizon_days,
+        cut=cut,
+    )
+    paths = write_report(result, out)
+    _print_metrics(result.metrics)
+    _print_bars(result.metrics, oracle=ds.truth is not None)
+    console.print(f"report: {paths['report']}  metrics: {paths['metrics']}")
+
+
+@app.command()
+@_friendly_errors
+def train(
+    data: Annotated[Path, typer.Option(help="Dataset folder.")] = Path("data/sim"),
+    params: Annotated[Path | None, typer.Option(help="Parameters JSON (from tune).")] = None,
+    folds: Annotated[int, typer.Option(min=1, help="Backtest folds logged with the run.")] = 3,
+    horizon_days: Annotated[int, typer.Option(min=1, help="Days per backtest fold.")] = 30,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Train viewers / orders / GMV models, register them in MLflow, export a bundle."""
+    from features.io import load_dataset
+    from training.train import train as run_train
+
+    s = get_settings()
+    ds = load_dataset(data, fan_events=False, tz=s.timezone)
+    result = run_train(
+        ds,
+        params=_load_params(params, seed),
+        models_dir=s.models_dir,
+        report_dir=s.reports_dir / "train",
+        mlflow_uri=s.mlflow_uri,
+        folds=folds,
+        horizon_days=horizon_days,
+    )
+    _print_metrics(result.backtest.metrics)
+    console.print(
+        f"train id {result.train_id}: bundle {result.bundle_dir}, registered versions "
+        + ", ".join(f"{t} v{v}" for t, v in result.versions.items())
+    )
+
+
+@app.command()
+@_friendly_errors
+def promote(
+    train_id: Annotated[
+        str | None, typer.Option(help="Candidate train id (default: latest registered).")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Dataset to re-backtest both on if their folds differ.")
+    ] = None,
+) -> None:
+    """Move @champion to the candidate only if it beats the champion on the same folds."""
+    from training.promote import promote as run_promote
+
+    s = get_settings()
+    reevaluate = None
+    if data is not None:
+        from features.io import load_dataset
+        from training.backtest import run_backtest
+        from training.data import training_frame
+        from training.tune import load_params
+
+        ds = load_dataset(data, fan_events=False, tz=s.timezone)
+        frame = training_frame(ds.sessions, ds.session_products)
+
+        def reevaluate(run_params: dict[str, str]) -> dict[str, float]:
+            from training.models import ForecastParams
+
+            known = {k: v for k, v in run_params.items() if k in ForecastParams.model_fields}
+            res = run_backtest(frame, params=load_params(None, **known), baselines=False)
+            return {t: res.metrics[t]["model"]["wape"] for t in res.metrics}
+
+    decision = run_promote(
+        uri=s.mlflow_uri, models_dir=s.models_dir, train_id=train_id, reevaluate=reevaluate
+    )
+    verdict = "[green]promoted[/]" if decision.promoted else "[yellow]not promoted[/]"
+    console.print(f"{verdict} {decision.candidate.train_id}: {decision.reason}")
+
+
+@app.command()
+@_friendly_errors
+def tune(
+    data: Annotated[Path, typer.Option(help="Dataset folder.")] = Path("data/sim"),
+    trials: Annotated[int, typer.Option(min=1, help="Optuna trials.")] = 20,
+    out: Annotated[Path, typer.Option(help="Where to write the best parameters.")] = Path(
+        "models/best_params.json"
+    ),
+    folds: Annotated[int, typer.Option(min=1, help="Backtest folds per trial.")] = 3,
+    horizon_days: Annotated[int, typer.Option(min=1, help="Days per fold.")] = 30,
+    seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
+) -> None:
+    """Tune LightGBM settings with Optuna (nested MLflow runs); best params feed train."""
+    from features.io import load_dataset
+    from training.data import training_frame
+    from training.tune import save_params
+    from training.tune import tune as run_tune
+
+    s = get_settings()
+    ds = load_dataset(data, fan_events=False, tz=s.timezone)
+    frame = training_frame(ds.sessions, ds.session_products)
+    result = run_tune(
+        frame,
+        n_trials=trials,
+        seed=seed,
+        folds=folds,
+        horizon_days=horizon_days,
+        mlflow_uri=s.mlflow_uri,
+    )
+    save_params(result.best_params, out)
+    console.print(
+        f"best mean WAPE {result.best_value:.4f} after {result.n_trials} trials "
+        f"({result.n_pruned} pruned); parameters written to {out}"
+    )
+
+
+@app.command()
+@_friendly_errors
+def forecast(
+    plan: Annotated[
+        Path | None, typer.Argument(help="Plan JSON file (a SessionPlan or a list of them).")
+    ] = None,
+    bundle: Annotated[
+        Path | None, typer.Option(help="Bundle folder (default: the champion in models/).")
+    ] = None,
+) -> None:
+    """Forecast draft plans (default: an example plan) with intervals and drivers."""
+    import json
+
+    from pydantic import TypeAdapter
+
+    from features.plan import SessionPlan, example_plan
+    from training.bundle import load_bundle
+    from training.predict import score_plans
+
+    s = get_settings()
+    if plan is None:
+        plans = [example_plan()]
+    else:
+        raw = json.loads(Path(plan).read_text())
+        plans = TypeAdapter(list[SessionPlan]).validate_python(
+            raw if isinstance(raw, list) else [raw]
+        )
+    loaded = load_bundle(bundle or s.models_dir)
+    for item in score_plans(loaded, plans):
+        _print_forecast(item)
+
+
+def _print_forecast(item: dict[str, Any]) -> None:
+    table = Table(
+        "target",
+        "P10",
+        "P50",
+        "P90",
+        title=f"forecast {item['session_id']}"
+        f" (room {item['room_id']}{', cold start' if item['cold_start'] else ''})",
+    )
+    for target in ("viewers", "orders", "gmv"):
+        if target in item:
+            q = item[target]
+            table.add_row(target, f"{q['p10']:,.0f}", f"{q['p50']:,.0f}", f"{q['p90']:,.0f}")
+    console.print(table)
+    if "explanation" in item:
+        exp = item["explanation"]
+        fam = ", ".join(f"{k} x{math.exp(v):.2f}" for k, v in exp["families"].items())
+        console.print(f"GMV by feature family: {fam}")
+        for d in exp["drivers"]:
+            console.print(
+                f"  {d['feature']} = {d['value']}: x{d['multiplier']:.2f} ({d['family']})"
+            )
 
 
 @app.command()

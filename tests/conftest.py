@@ -16,3 +16,25 @@ def shared_file(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not available: {Path(*parts)}")
     return path
+
+
+@pytest.fixture(scope="session")
+def _mlflow_template(tmp_path_factory) -> Path:
+    """An MLflow SQLite store migrated once per test session (migrations cost seconds)."""
+    import mlflow
+
+    db = tmp_path_factory.mktemp("mlflow-template") / "mlruns.db"
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+    return db
+
+
+@pytest.fixture
+def mlflow_uri(_mlflow_template, tmp_path, monkeypatch) -> str:
+    """A fresh MLflow store for one test: a copy of the migrated template."""
+    import shutil
+
+    db = tmp_path / "mlruns.db"
+    shutil.copy(_mlflow_template, db)
+    uri = f"sqlite:///{db}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri

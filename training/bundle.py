@@ -1,0 +1,142 @@
+"""Self-contained model bundles in ``models/``: loadable without an MLflow server.
+
+A bundle folder holds one LightGBM text model per target, ``bundle.json`` (features, category
+vocabularies, conformal offsets, parameters, metrics, library versions) and the room-history
+snapshot (past sessions and their products) that plan features are computed from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import pandas as pd
+
+from features.contract import validate
+from features.io import atomic_path, write_parquet
+from training.models import Forecaster, ForecastParams, TargetModel
+
+BUNDLE_FILE = "bundle.json"
+CHAMPION_FILE = "champion.json"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Bundle:
+    forecaster: Forecaster
+    history_sessions: pd.DataFrame
+    history_products: pd.DataFrame
+    metadata: dict[str, Any]
+    path: Path
+
+
+def _lib_versions() -> dict[str, str]:
+    return {p: version(p) for p in ("lightgbm", "pandas", "numpy", "scikit-learn", "mlflow")}
+
+
+def save_bundle(
+    forecaster: Forecaster,
+    history_sessions: pd.DataFrame,
+    history_products: pd.DataFrame,
+    out_dir: str | Path,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write a bundle folder atomically (built beside the target, then renamed into place)."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        models = {}
+        for target, m in forecaster.models.items():
+            fname = f"{target}.lgb.txt"
+            m.booster.save_model(str(tmp / fname))
+            models[target] = {
+                "file": fname,
+                "offsets_warm": list(m.offsets_warm),
+                "offsets_cold": list(m.offsets_cold),
+                "best_iteration": m.best_iteration,
+            }
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "features": forecaster.features,
+            "vocab": {k: list(v) for k, v in forecaster.vocab.items()},
+            "params": forecaster.params.model_dump(),
+            "models": models,
+            "libraries": _lib_versions(),
+            **forecaster.metadata,
+            **(metadata or {}),
+        }
+        (tmp / BUNDLE_FILE).write_text(json.dumps(meta, indent=2, default=str))
+        write_parquet(history_sessions, tmp / "history_sessions.parquet")
+        write_parquet(history_products, tmp / "history_products.parquet")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out_dir
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Load a bundle folder (or the champion named by ``models/champion.json``)."""
+    path = Path(path)
+    if (path / CHAMPION_FILE).exists() and not (path / BUNDLE_FILE).exists():
+        path = champion_path(path)
+    meta_file = path / BUNDLE_FILE
+    if not meta_file.exists():
+        raise FileNotFoundError(
+            f"{path}: not a model bundle (no {BUNDLE_FILE}); run livecast train"
+        )
+    meta = json.loads(meta_file.read_text())
+    models = {
+        target: TargetModel(
+            target,
+            lgb.Booster(model_file=str(path / m["file"])),
+            tuple(m["offsets_warm"]),
+            tuple(m["offsets_cold"]),
+            int(m["best_iteration"]),
+        )
+        for target, m in meta["models"].items()
+    }
+    forecaster = Forecaster(
+        models,
+        list(meta["features"]),
+        {k: tuple(v) for k, v in meta["vocab"].items()},
+        ForecastParams(**meta["params"]),
+        {k: v for k, v in meta.items() if k not in {"features", "vocab", "params", "models"}},
+    )
+    sessions = validate(pd.read_parquet(path / "history_sessions.parquet"), "sessions")
+    products = validate(pd.read_parquet(path / "history_products.parquet"), "session_products")
+    return Bundle(forecaster, sessions, products, meta, path)
+
+
+def set_champion(models_dir: str | Path, bundle_dir: str | Path, info: dict[str, Any]) -> Path:
+    """Point ``models/champion.json`` at a bundle folder (relative), atomically."""
+    models_dir = Path(models_dir)
+    target = models_dir / CHAMPION_FILE
+    payload = {"bundle": Path(bundle_dir).name, **info}
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, default=str))
+    return target
+
+
+def champion_info(models_dir: str | Path) -> dict[str, Any] | None:
+    f = Path(models_dir) / CHAMPION_FILE
+    return json.loads(f.read_text()) if f.exists() else None
+
+
+def champion_path(models_dir: str | Path) -> Path:
+    info = champion_info(models_dir)
+    if info is None:
+        raise FileNotFoundError(f"{models_dir}: no champion yet; run livecast train and promote")
+    return Path(models_dir) / info["bundle"]

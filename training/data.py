@@ -1,0 +1,25 @@
+"""Assemble the training frame: session features joined with the outcomes they predict."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from features.sessions import build_session_features
+
+OUTCOMES = ("viewers", "orders", "gmv")
+
+
+def training_frame(sessions: pd.DataFrame, products: pd.DataFrame) -> pd.DataFrame:
+    """Features of every session plus its outcome columns, sorted by start time.
+
+    The features never read a session's own outcomes (see ``features.sessions``); the outcomes
+    are joined here, by session id, only as labels.
+    """
+    frame = build_session_features(sessions, products)
+    labels = sessions.set_index("session_id")[list(OUTCOMES)]
+    labels = labels.reindex(frame["session_id"]).reset_index(drop=True)
+    frame = frame.reset_index(drop=True)
+    for col in OUTCOMES:
+        frame[col] = labels[col].to_numpy(dtype=float)
+    frame["hour_band"] = frame["slot__hour_band"].astype(str)
+    return frame

@@ -1,0 +1,157 @@
+"""MLflow tracking and registry: one experiment and one registered model per target.
+
+Shared by the forecaster and the fan-tier model: ``log_model_run`` logs a run (parameters,
+metrics, artifacts, the LightGBM model with signature, input example and explicit pip
+requirements) and registers a new version; ``move_alias`` moves an alias such as ``@champion``.
+Registry stages are never used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+MODEL_PREFIX = "livecast"
+
+
+def model_name(target: str) -> str:
+    """Registered model (and experiment) name of a target, e.g. ``livecast-gmv``."""
+    return f"{MODEL_PREFIX}-{target}"
+
+
+def configure(uri: str) -> None:
+    """Point MLflow tracking and registry at ``uri`` (SQLite by default)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+
+
+def artifact_root(uri: str) -> str | None:
+    """Artifacts of a SQLite store live beside the database file, not in the working folder."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        return (db.parent / f"{db.stem}-artifacts").resolve().as_uri()
+    return None
+
+
+def ensure_experiment(name: str, uri: str) -> str:
+    import mlflow
+
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return mlflow.create_experiment(name, artifact_location=artifact_root(uri))
+
+
+@contextlib.contextmanager
+def _quiet_mlflow() -> Iterator[None]:
+    loggers = [logging.getLogger(n) for n in ("mlflow", "alembic")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, lvl in zip(loggers, levels, strict=True):
+            lg.setLevel(lvl)
+
+
+def pip_requirements() -> list[str]:
+    return [f"{p}=={version(p)}" for p in ("lightgbm", "pandas", "numpy", "scikit-learn")]
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    target: str
+    run_id: str
+    model_uri: str
+    version: str
+
+
+def log_model_run(
+    *,
+    uri: str,
+    target: str,
+    booster: Any,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    input_example: pd.DataFrame,
+    artifacts: list[Path] | None = None,
+    importance: pd.DataFrame | None = None,
+    register: bool = True,
+    parent_run_id: str | None = None,
+) -> LoggedModel:
+    """Log one target's run and register the model as a new version of ``livecast-<target>``."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    configure(uri)
+    exp_id = ensure_experiment(model_name(target), uri)
+    with _quiet_mlflow(), mlflow.start_run(experiment_id=exp_id, tags=tags) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
+        for path in artifacts or []:
+            if Path(path).is_dir():
+                mlflow.log_artifacts(str(path), artifact_path="report")
+            elif Path(path).exists():
+                mlflow.log_artifact(str(path), artifact_path="report")
+        if importance is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                f = Path(tmp) / "feature_importance.csv"
+                importance.to_csv(f, index=False)
+                mlflow.log_artifact(str(f))
+        signature = infer_signature(input_example, booster.predict(input_example))
+        info = mlflow.lightgbm.log_model(
+            booster,
+            name="model",
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=pip_requirements(),
+            registered_model_name=model_name(target) if register else None,
+        )
+        ver = str(info.registered_model_version) if register else ""
+        if register:
+            mlflow.MlflowClient().set_model_version_tag(
+                model_name(target), ver, "train_id", tags.get("train_id", "")
+            )
+    return LoggedModel(target, run.info.run_id, info.model_uri, ver)
+
+
+def move_alias(target: str, alias: str, version: str, uri: str) -> None:
+    import mlflow
+
+    configure(uri)
+    mlflow.MlflowClient().set_registered_model_alias(model_name(target), alias, version)
+
+
+def alias_version(target: str, alias: str, uri: str) -> Any | None:
+    """The model version behind ``alias`` (None when the alias or the model does not exist)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    configure(uri)
+    try:
+        return mlflow.MlflowClient().get_model_version_by_alias(model_name(target), alias)
+    except MlflowException:
+        return None
+
+
+def run_data(run_id: str, uri: str) -> tuple[dict[str, str], dict[str, float], dict[str, str]]:
+    """(params, metrics, tags) of a run."""
+    import mlflow
+
+    configure(uri)
+    run = mlflow.MlflowClient().get_run(run_id)
+    return dict(run.data.params), dict(run.data.metrics), dict(run.data.tags)

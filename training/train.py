@@ -1,0 +1,126 @@
+"""``train``: backtest, fit the final forecaster, log and register it, export a bundle."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from features.io import Dataset
+from training.backtest import BacktestResult, run_backtest
+from training.bundle import save_bundle
+from training.data import training_frame
+from training.models import TARGETS, Forecaster, ForecastParams, fit_forecaster
+from training.report import write_report
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    train_id: str
+    forecaster: Forecaster
+    backtest: BacktestResult
+    bundle_dir: Path
+    fold_signature: str
+    versions: dict[str, str]
+
+
+def fold_signature(frame: pd.DataFrame, cuts: list[pd.Timestamp], horizon_days: int) -> str:
+    """Fingerprint of the evaluation: the data's sessions and outcomes, and the cut dates.
+
+    Two runs with the same signature were evaluated on the same backtest folds.
+    """
+    h = hashlib.sha256()
+    h.update(pd.util.hash_pandas_object(frame["session_id"], index=False).to_numpy().tobytes())
+    for t in TARGETS:
+        if t in frame:
+            h.update(pd.util.hash_pandas_object(frame[t], index=False).to_numpy().tobytes())
+    h.update(json.dumps([str(c) for c in cuts] + [horizon_days]).encode())
+    return h.hexdigest()[:16]
+
+
+def train_id_for(signature: str, params: ForecastParams) -> str:
+    payload = signature + json.dumps(params.model_dump(), sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:10]
+
+
+def flat_metrics(metrics: dict[str, dict[str, dict[str, Any]]], target: str) -> dict[str, float]:
+    """MLflow metric names for one target: ``<method>_<metric>``."""
+    out = {}
+    for method, vals in metrics[target].items():
+        for k, v in (vals or {}).items():
+            if v is not None:
+                out[f"{method}_{k}"] = float(v)
+    return out
+
+
+def importance_table(forecaster: Forecaster, target: str) -> pd.DataFrame:
+    booster = forecaster.models[target].booster
+    gain = booster.feature_importance(importance_type="gain")
+    df = pd.DataFrame({"feature": forecaster.features, "gain": gain})
+    df["family"] = df["feature"].str.split("__").str[0]
+    return df.sort_values("gain", ascending=False, ignore_index=True)
+
+
+def train(
+    ds: Dataset,
+    *,
+    params: ForecastParams | None = None,
+    models_dir: Path,
+    report_dir: Path,
+    mlflow_uri: str | None,
+    folds: int = 3,
+    horizon_days: int = 30,
+) -> TrainResult:
+    """Backtest the configuration, fit it on all data, export the bundle and register it.
+
+    With ``mlflow_uri=None`` nothing is logged (the bundle is still exported).
+    """
+    params = params or ForecastParams()
+    frame = training_frame(ds.sessions, ds.session_products)
+    bt = run_backtest(frame, truth=ds.truth, params=params, folds=folds, horizon_days=horizon_days)
+    signature = fold_signature(frame, bt.cuts, horizon_days)
+    train_id = train_id_for(signature, params)
+    report_dir = Path(report_dir)
+    write_report(bt, report_dir, title=f"livecast backtest ({train_id})")
+    forecaster = fit_forecaster(frame, params)
+    forecaster.metadata.update(
+        {
+            "train_id": train_id,
+            "fold_signature": signature,
+            "folds": folds,
+            "horizon_days": horizon_days,
+            "backtest": bt.metrics,
+            "trained_until": str(frame["start_time"].max()),
+            "n_train": len(frame),
+        }
+    )
+    bundle_dir = save_bundle(
+        forecaster, ds.sessions, ds.session_products, Path(models_dir) / f"forecaster-{train_id}"
+    )
+    versions: dict[str, str] = {}
+    if mlflow_uri:
+        from training.registry import log_model_run
+
+        example = forecaster.matrix(frame.tail(3))
+        for target in forecaster.models:
+            logged = log_model_run(
+                uri=mlflow_uri,
+                target=target,
+                booster=forecaster.models[target].booster,
+                params={**params.model_dump(), "folds": folds, "horizon_days": horizon_days},
+                metrics=flat_metrics(bt.metrics, target),
+                tags={
+                    "train_id": train_id,
+                    "fold_signature": signature,
+                    "bundle": bundle_dir.name,
+                },
+                input_example=example,
+                artifacts=[report_dir],
+                importance=importance_table(forecaster, target),
+            )
+            versions[target] = logged.version
+    return TrainResult(train_id, forecaster, bt, bundle_dir, signature, versions)

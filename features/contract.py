@@ -315,7 +315,8 @@ def validate(
         raise ContractError(table, _failure_table(err), source) from None
     for name, col in schema.columns.items():
         if name not in out.columns and not col.required:
-            dtype = "str" if col.dtype is not None and str(col.dtype) == "str" else "float64"
+            is_text = col.dtype is not None and pd.api.types.is_string_dtype(col.dtype.type)
+            dtype = "str" if is_text else "float64"
             out[name] = pd.Series(pd.NA if dtype == "str" else float("nan"), index=out.index)
             out[name] = out[name].astype(dtype)
     return out

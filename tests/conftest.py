@@ -38,3 +38,19 @@ def mlflow_uri(_mlflow_template, tmp_path, monkeypatch) -> str:
     uri = f"sqlite:///{db}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+@pytest.fixture(scope="session")
+def small_dataset():
+    """A small seeded simulated dataset shared by the model-tier tests."""
+    from features.simulate import simulate
+
+    return simulate(seed=0, rooms=8, days=240, fans=500)
+
+
+@pytest.fixture(scope="session")
+def small_frame(small_dataset):
+    """The training frame (features + outcomes) of the small dataset."""
+    from training.data import training_frame
+
+    return training_frame(small_dataset.sessions, small_dataset.session_products)

@@ -1,0 +1,152 @@
+"""Model tier: the forecaster on a small simulated dataset.
+
+Behavioural checks (direction, invariance), interval order, cold start, determinism, the backtest's
+time order, bundles and the promotion gate.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import training.backtest as backtest_module
+from features.plan import example_plan
+from training.backtest import make_cuts, run_backtest
+from training.bundle import load_bundle, save_bundle
+from training.models import ForecastParams, fit_forecaster
+from training.predict import score_plans
+
+FAST = ForecastParams(learning_rate=0.1, max_rounds=300, early_stopping_rounds=20, num_threads=2)
+
+
+@pytest.fixture(scope="module")
+def bundle(small_dataset, small_frame, tmp_path_factory):
+    fc = fit_forecaster(small_frame, FAST)
+    path = tmp_path_factory.mktemp("bundle") / "forecaster-test"
+    save_bundle(fc, small_dataset.sessions, small_dataset.session_products, path)
+    return load_bundle(path)
+
+
+def _room_plan(ds, **update):
+    """A plan for the busiest simulated room, one day after the data ends."""
+    sessions = ds.sessions
+    room = sessions["room_id"].value_counts().index[0]
+    last = sessions.loc[sessions["room_id"] == room].iloc[-1]
+    start = (sessions["start_time"].max() + pd.Timedelta(days=1)).normalize()
+    start = start + pd.Timedelta(hours=20)
+    base = example_plan().model_copy(
+        update={
+            "room_id": room,
+            "platform": last["platform"],
+            "start_time": start.to_pydatetime(),
+            "session_type": "daily",
+            "title": "日常直播",
+        }
+    )
+    return base.model_copy(update=update)
+
+
+def test_backtest_never_trains_on_rows_at_or_after_the_cut(small_frame, monkeypatch):
+    seen = []
+    real_fit = backtest_module.fit_forecaster
+
+    def spy(train, *args, **kwargs):
+        seen.append(train["start_time"].max())
+        return real_fit(train, *args, **kwargs)
+
+    monkeypatch.setattr(backtest_module, "fit_forecaster", spy)
+    windows = make_cuts(small_frame["start_time"], folds=2, horizon_days=20)
+    result = run_backtest(small_frame, params=FAST, windows=windows, baselines=False)
+    assert len(seen) == 2
+    for latest, (cut, _end) in zip(seen, windows, strict=True):
+        assert latest < cut
+    preds = result.predictions
+    assert (preds["start_time"] >= preds["cut"]).all()
+
+
+def test_intervals_never_cross_and_are_positive(bundle, small_frame):
+    pred = bundle.forecaster.predict(small_frame.tail(300))
+    for t in ("viewers", "orders", "gmv"):
+        assert (pred[f"{t}_p10"] <= pred[f"{t}_p50"]).all()
+        assert (pred[f"{t}_p50"] <= pred[f"{t}_p90"]).all()
+        assert (pred[f"{t}_p10"] >= 0).all()
+        assert np.isfinite(pred[f"{t}_p90"]).all()
+
+
+def test_cold_start_plan_is_flagged_with_wider_intervals(bundle, small_dataset):
+    warm = _room_plan(small_dataset)
+    cold = warm.model_copy(update={"room_id": "a-brand-new-room", "followers_at_start": 50_000})
+    w, c = score_plans(bundle, [warm, cold])
+    assert not w["cold_start"] and c["cold_start"]
+    for t in ("viewers", "gmv"):
+        assert c[t]["p50"] > 0
+        width_cold = np.log(c[t]["p90"] / c[t]["p10"])
+        width_warm = np.log(w[t]["p90"] / w[t]["p10"])
+        assert width_cold > width_warm
+
+
+def test_prime_time_beats_3am(bundle, small_dataset):
+    plan = _room_plan(small_dataset)
+    night = plan.model_copy(update={"start_time": plan.start_time.replace(hour=3)})
+    evening, early = score_plans(bundle, [plan, night], drivers=False)
+    assert evening["viewers"]["p50"] > early["viewers"]["p50"]
+
+
+def test_festival_beats_the_same_plan_on_an_ordinary_day(bundle, small_dataset):
+    plan = _room_plan(small_dataset)
+    tz = plan.start_time.tzinfo
+    year = plan.start_time.year
+    ordinary = plan.model_copy(update={"start_time": datetime(year, 9, 2, 20, tzinfo=tz)})
+    festival = plan.model_copy(
+        update={
+            "start_time": datetime(year, 11, 10, 20, tzinfo=tz),
+            "session_type": "festival_promo",
+            "title": "双11 大促 狂欢专场",
+        }
+    )
+    fest, ordi = score_plans(bundle, [festival, ordinary], drivers=False)
+    assert fest["gmv"]["p50"] > ordi["gmv"]["p50"]
+    assert fest["viewers"]["p50"] > ordi["viewers"]["p50"]
+
+
+def test_switching_all_promos_off_does_not_raise_gmv(bundle, small_dataset):
+    plan = _room_plan(small_dataset)
+    off = plan.model_copy(
+        update={
+            "lottery_count": 0,
+            "red_envelope_count": 0,
+            "flash_sale_rounds": 0,
+            "coupon_value": 0.0,
+        }
+    )
+    with_promos, without = score_plans(bundle, [plan, off], drivers=False)
+    assert without["gmv"]["p50"] <= with_promos["gmv"]["p50"]
+
+
+def test_explanations_sum_to_the_log_forecast(bundle, small_dataset):
+    plan = _room_plan(small_dataset)
+    (item,) = score_plans(bundle, [plan])
+    exp = item["explanation"]
+    assert set(exp["families"]) == {"topic", "slot", "mix", "promo", "warmup", "room"}
+    log_pred = exp["baseline"] + sum(exp["families"].values())
+    median_offset = bundle.forecaster.models["gmv"].offsets_warm[1]
+    assert np.expm1(log_pred + median_offset) == pytest.approx(item["gmv"]["p50"], rel=1e-6)
+    assert len(exp["drivers"]) == 5
+
+
+def test_same_seed_same_model_same_predictions(small_frame):
+    a = fit_forecaster(small_frame, FAST).predict(small_frame.tail(200))
+    b = fit_forecaster(small_frame, FAST).predict(small_frame.tail(200))
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_bundle_round_trip_predicts_identically(bundle, small_dataset, tmp_path):
+    plan = _room_plan(small_dataset)
+    save_bundle(bundle.forecaster, bundle.history_sessions, bundle.history_products, tmp_path / "b")
+    again = load_bundle(tmp_path / "b")
+    assert score_plans(again, [plan]) == [
+        {**r, "model": {**r["model"], "bundle": "b"}} for r in score_plans(bundle, [plan])
+    ]

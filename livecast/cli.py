@@ -129,12 +129,15 @@ def import_chanmama(
     file: Annotated[Path, typer.Argument(help="Chanmama Douyin session export (.xlsx or .csv).")],
     year: Annotated[int, typer.Option(help="Year of the sessions (the export omits it).")],
     out: Annotated[Path, typer.Option(help="Output dataset folder.")],
+    host: Annotated[
+        str | None, typer.Option(help="Host name when the file has no Name column.")
+    ] = None,
 ) -> None:
     """Import a Chanmama (蝉妈妈) Douyin live-session export into a sessions table."""
     from features.importers.chanmama import import_chanmama as run_import
     from features.io import write_parquet
 
-    result = run_import(file, year=year, tz=get_settings().timezone)
+    result = run_import(file, year=year, tz=get_settings().timezone, host=host)
     write_parquet(result.table, out / "sessions.parquet")
     console.print(_summary_table(f"sessions written to {out}", result.summary))
 
@@ -197,12 +200,15 @@ def import_table(
 def import_ns_homeshopping(
     file: Annotated[Path, typer.Argument(help="NS Home Shopping 2019 performance CSV.")],
     out: Annotated[Path, typer.Option(help="Output dataset folder.")],
+    rating: Annotated[
+        Path | None, typer.Option(help="Minute-level rating CSV (default: beside FILE).")
+    ] = None,
 ) -> None:
     """Import NS Home Shopping broadcast slots as sessions (a show = consecutive slots)."""
     from features.importers.ns_homeshopping import import_ns_homeshopping as run_import
     from features.io import write_dataset
 
-    ds, summary = run_import(file)
+    ds, summary = run_import(file, rating=rating)
     write_dataset(ds, out)
     console.print(_summary_table(f"dataset written to {out}", summary))
 
@@ -215,8 +221,14 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
     for col in df.columns:
         table.add_column(str(col))
     for row in df.itertuples(index=False):
-        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
+        table.add_row(*[_cell(v) for v in row])
     console.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def _print_bars(metrics: dict[str, Any], oracle: bool) -> None:
@@ -437,8 +449,11 @@ def pipeline(
         "data/sim"
     ),
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    train_models: Annotated[
+        bool, typer.Option("--train/--no-train", help="Also backtest, train, promote, forecast.")
+    ] = True,
 ) -> None:
-    """The main job: simulate the default data, build features and print a summary."""
+    """The main job: simulate, build features, backtest, train, promote, forecast a plan."""
     from features.io import write_dataset, write_parquet
     from features.sessions import build_session_features, feature_families
     from features.simulate import simulate as run_simulation
@@ -457,6 +472,32 @@ def pipeline(
             | {f"family {k}": len(v) for k, v in fams.items()},
         )
     )
+    if not train_models:
+        return
+    from features.plan import example_plan
+    from training.bundle import load_bundle
+    from training.predict import score_plans
+    from training.promote import promote as run_promote
+    from training.train import train as run_train
+
+    s = get_settings()
+    result = run_train(
+        ds,
+        params=_load_params(None, seed),
+        models_dir=s.models_dir,
+        report_dir=s.reports_dir / "train",
+        mlflow_uri=s.mlflow_uri,
+    )
+    _print_metrics(result.backtest.metrics)
+    _print_bars(result.backtest.metrics, oracle=ds.truth is not None)
+    console.print(f"backtest report: {s.reports_dir / 'train' / 'report.md'}")
+    decision = run_promote(uri=s.mlflow_uri, models_dir=s.models_dir, train_id=result.train_id)
+    verdict = "promoted" if decision.promoted else "not promoted"
+    console.print(f"{result.train_id} {verdict}: {decision.reason}")
+    plan = example_plan().model_copy(update={"room_id": str(ds.sessions["room_id"].iloc[0])})
+    bundle = load_bundle(result.bundle_dir)
+    for item in score_plans(bundle, [plan]):
+        _print_forecast(item)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -696,6 +696,73 @@ def room_features(
     return out
 
 
+def sku_history_features(
+    sessions: pd.DataFrame,
+    products: pd.DataFrame,
+    history: pd.DataFrame,
+    history_products: pd.DataFrame,
+) -> pd.DataFrame:
+    """Track record of the session's SKUs in the same room, from earlier sessions only.
+
+    For each planned SKU: the mean units sold over its earlier appearances in the room (only
+    sessions that started strictly before this one and have ``units_sold``). Per session:
+    ``room__sku_hist_units`` (sum over SKUs with a track record, units),
+    ``room__sku_hist_log_units`` (mean log1p units over those SKUs) and
+    ``room__sku_hist_share`` (share of the session's SKUs with a track record). Missing when
+    the session lists no SKUs.
+    """
+    cols = ["room__sku_hist_units", "room__sku_hist_log_units", "room__sku_hist_share"]
+    out = pd.DataFrame(np.nan, index=sessions.index, columns=cols)
+    if len(products) == 0 or "units_sold" not in history_products.columns:
+        return out
+    hs = history[["session_id", "room_id", "start_time"]].assign(
+        session_id=lambda d: d["session_id"].astype(str), room_id=lambda d: d["room_id"].astype(str)
+    )
+    hp = history_products[["session_id", "sku_id", "units_sold"]].copy()
+    hp["session_id"] = hp["session_id"].astype(str)
+    hp = hp[hp["units_sold"].notna()].merge(hs, on="session_id", how="inner")
+    hp["sku_id"] = hp["sku_id"].astype(str)
+    hp["_t"] = _epoch_ns(hp["start_time"])
+    hp["_log"] = np.log1p(hp["units_sold"].astype(float))
+    # one row per (room, sku, start time): sessions starting together never see each other
+    g = (
+        hp.groupby(["room_id", "sku_id", "_t"], sort=True)
+        .agg(n=("units_sold", "size"), u=("units_sold", "sum"), lg=("_log", "sum"))
+        .reset_index()
+    )
+    g[["cn", "cu", "clg"]] = g.groupby(["room_id", "sku_id"])[["n", "u", "lg"]].cumsum()
+    tgt_s = sessions[["session_id", "room_id", "start_time"]].copy()
+    tgt_s["session_id"] = tgt_s["session_id"].astype(str)
+    tgt_s["room_id"] = tgt_s["room_id"].astype(str)
+    tp = products[["session_id", "sku_id"]].copy()
+    tp["session_id"] = tp["session_id"].astype(str)
+    tp["sku_id"] = tp["sku_id"].astype(str)
+    tp = tp.merge(tgt_s, on="session_id", how="inner")
+    if len(tp) == 0:
+        return out
+    tp["_t"] = _epoch_ns(tp["start_time"])
+    tp = tp.sort_values("_t", kind="stable")
+    g = g.sort_values("_t", kind="stable")
+    m = pd.merge_asof(
+        tp,
+        g[["room_id", "sku_id", "_t", "cn", "cu", "clg"]],
+        on="_t",
+        by=["room_id", "sku_id"],
+        allow_exact_matches=False,
+    )
+    m["mean_u"] = m["cu"] / m["cn"]
+    m["mean_lg"] = m["clg"] / m["cn"]
+    m["has"] = m["cn"].notna().astype(float)
+    agg = m.groupby("session_id").agg(
+        units=("mean_u", "sum"), log_units=("mean_lg", "mean"), share=("has", "mean")
+    )
+    sid = sessions["session_id"].astype(str)
+    out["room__sku_hist_units"] = agg["units"].reindex(sid).to_numpy()
+    out["room__sku_hist_log_units"] = agg["log_units"].reindex(sid).to_numpy()
+    out["room__sku_hist_share"] = agg["share"].reindex(sid).to_numpy()
+    return out
+
+
 # --------------------------------------------------------------------------- assembly
 
 
@@ -705,6 +772,8 @@ def _features(
     history: pd.DataFrame,
     history_summary: pd.DataFrame,
     tz: str,
+    products: pd.DataFrame | None = None,
+    history_products: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Keys plus all six families for ``sessions`` (positional order kept)."""
     sessions = sessions.reset_index(drop=True)
@@ -721,6 +790,8 @@ def _features(
         warmup_features(sessions),
         room_features(sessions, history, history_summary, mix["mix__top_category"], tz),
     ]
+    if products is not None and history_products is not None:
+        parts.append(sku_history_features(sessions, products, history, history_products))
     frame = pd.concat(parts, axis=1)
     for col in feature_columns(frame):
         if col not in CATEGORICAL_VOCAB:
@@ -743,7 +814,7 @@ def build_session_features(
     ordered = sessions.sort_values(["start_time", "session_id"], kind="stable")
     ordered = ordered.reset_index(drop=True)
     summary = product_mix_summary(products)
-    return _features(ordered, summary, ordered, summary, tz)
+    return _features(ordered, summary, ordered, summary, tz, products, products)
 
 
 def plan_features(
@@ -786,4 +857,9 @@ def plan_features(
         keep = history_products["session_id"].isin(set(history_sessions["session_id"]))
         history_products = history_products[keep]
     history_summary = product_mix_summary(history_products)
-    return _features(frame, summary, history_sessions, history_summary, tz)
+    plan_products = validate(raw_products, "session_products", tz=tz) if len(raw_products) else None
+    if plan_products is None:
+        plan_products = history_products.iloc[:0]
+    return _features(
+        frame, summary, history_sessions, history_summary, tz, plan_products, history_products
+    )

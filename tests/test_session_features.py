@@ -496,3 +496,22 @@ def test_features_on_a_small_simulated_dataset():
     first = ds.sessions.sort_values("start_time").groupby("room_id").head(1)["session_id"]
     assert cold_start(f.set_index("session_id")).loc[first].all()
     assert (f["room__n_prior"] > 0).mean() > 0.5
+
+
+def test_sku_track_record_uses_only_earlier_sessions(small_dataset):
+    """Product outcomes of later sessions, or of the session itself, never reach its row."""
+    from features.sessions import build_session_features as build
+
+    sessions, products = small_dataset.sessions, small_dataset.session_products
+    base = build(sessions, products)
+    cut = sessions["start_time"].sort_values().iloc[len(sessions) // 2]
+    later = set(sessions.loc[sessions["start_time"] >= cut, "session_id"])
+    altered = products.copy()
+    hit = altered["session_id"].isin(later)
+    altered.loc[hit, "units_sold"] = altered.loc[hit, "units_sold"] * 7 + 3
+    after = build(sessions, altered)
+    early = base["start_time"] < cut
+    cols = ["room__sku_hist_units", "room__sku_hist_log_units", "room__sku_hist_share"]
+    pd.testing.assert_frame_equal(base.loc[early, cols], after.loc[early, cols])
+    assert not base.loc[~early, cols].equals(after.loc[~early, cols])
+    assert base.loc[early, "room__sku_hist_share"].gt(0).any()

@@ -10,7 +10,8 @@ Intervals. Split-conformal on a time-ordered calibration window: a model fitted 
 before the window predicts it, and the empirical 10 % / 50 % / 90 % quantiles of the log
 residuals become offsets added to the final model's log prediction. Offsets are sorted, so
 P10 <= P50 <= P90 always holds. Cold-start rows (a room with no history) get their own offsets,
-calibrated on the same window with the room's history masked, so their intervals are wider.
+calibrated on the same window with the room's history masked, and never narrower than the warm
+ones.
 
 Cold start. Training adds a masked copy of a share of the rows (room history removed, as for a
 room never seen) so the model learns to forecast from the plan, the platform, the category and
@@ -35,6 +36,7 @@ FAMILIES: tuple[str, ...] = ("topic", "slot", "mix", "promo", "warmup", "room")
 
 # Room features a planner states for a new room: kept when history is masked for cold start.
 COLD_START_KEEP: tuple[str, ...] = ("room__platform", "room__main_category", "room__followers")
+SKU_NO_RECORD: tuple[str, ...] = ("room__sku_hist_units", "room__sku_hist_share")
 
 
 class ForecastParams(BaseModel):
@@ -81,6 +83,9 @@ def mask_room_history(frame: pd.DataFrame) -> pd.DataFrame:
             continue
         if col == "room__n_prior":
             out[col] = 0.0
+        elif col in SKU_NO_RECORD:
+            # a new room's SKUs have no track record: zero where the session lists SKUs
+            out[col] = out[col].where(out[col].isna(), 0.0)
         elif isinstance(out[col].dtype, pd.CategoricalDtype):
             out[col] = pd.Categorical([None] * len(out), dtype=out[col].dtype)
         else:
@@ -250,7 +255,13 @@ def _fit_target(
     resid_warm = y_cal - first.predict(X_cal, num_iteration=best)
     resid_cold = y_cal - first.predict(mask_room_history(X_cal), num_iteration=best)
     offsets_warm = _offsets(resid_warm)
+    # a room without history is never forecast more tightly than one with history
     offsets_cold = _offsets(resid_cold)
+    offsets_cold = (
+        min(offsets_cold[0], offsets_warm[0]),
+        offsets_cold[1],
+        max(offsets_cold[2], offsets_warm[2]),
+    )
 
     X_final, y_final = _augment(X_all, y_all, params.cold_start_share, params.seed)
     final = lgb.train(lgb_params, _dataset(X_final, y_final), num_boost_round=best)

@@ -34,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 
 from features.calendar import WINDOW_BEFORE, days_to_from, in_window
-from features.contract import CATEGORIES, DEFAULT_TZ, EVENT_TYPES, validate
+from features.contract import CATEGORIES, DEFAULT_TZ, EVENT_TYPES, SESSION_TYPES, validate
 from features.io import Dataset
 
 SIGMA_VIEWERS = 0.35
@@ -130,14 +130,8 @@ _SLOTS = np.array(
 
 # --- session types -------------------------------------------------------------------------
 
-TYPES: tuple[str, ...] = (
-    "daily",
-    "festival_promo",
-    "brand_collab",
-    "fan_welfare",
-    "new_launch",
-    "clearance",
-)
+TYPES: tuple[str, ...] = tuple(t for t in SESSION_TYPES if t != "other")
+"""Simulated session types: the contract's, in its order, without ``other``."""
 _P_ORDINARY = np.array([0.52, 0.02, 0.12, 0.12, 0.11, 0.11])
 _P_FESTIVAL = np.array([0.15, 0.65, 0.08, 0.07, 0.03, 0.02])
 _P_LULL = np.array([0.75, 0.0, 0.03, 0.15, 0.02, 0.05])

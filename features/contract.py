@@ -220,7 +220,9 @@ FAN_EVENTS_SCHEMA = pa.DataFrameSchema(
             str, pa.Check.isin(EVENT_TYPES), coerce=True, description="What the fan did."
         ),
         "session_id": _id(
-            "Session the event belongs to (during it; refunds name the order's session).", nullable=True, required=False
+            "Session the event belongs to (during it; refunds name the order's session).",
+            nullable=True,
+            required=False,
         ),
         "watch_seconds": _count("Seconds watched (watch events)."),
         "amount": _money("Order or refund amount, currency (order / refund events)."),

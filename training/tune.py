@@ -93,7 +93,9 @@ def tune(
             return
         import mlflow
 
-        with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
+        with mlflow.start_run(
+            experiment_id=parent.info.experiment_id, run_name=f"trial-{trial.number}", nested=True
+        ):
             mlflow.log_params(trial.params)
             mlflow.log_metric("mean_wape", value)
             mlflow.set_tag("pruned", str(pruned))

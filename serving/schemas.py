@@ -1,0 +1,441 @@
+"""JSON request and response models of the HTTP service (pydantic, strict, bounded).
+
+The request models reuse :class:`~features.plan.SessionPlan` (the same model the feature code
+reads), so a plan that validates here is a plan the forecaster can score. Every list is bounded,
+every number has bounds and rejects NaN / infinity, unknown fields are rejected: bad input is a
+400 naming the field, never a 500.
+
+Shapes (all money in the room's currency, durations in minutes):
+
+* ``POST /v1/forecast``  :class:`ForecastRequest` -> :class:`ForecastResponse`
+* ``POST /v1/compare``   :class:`CompareRequest`  -> :class:`CompareResponse`
+* ``POST /v1/suggest``   :class:`SuggestRequest`  -> :class:`SuggestResponse`
+* ``POST /v1/review``    :class:`ReviewRequest`   -> :class:`ReviewResponse`
+* ``POST /v1/segment``   :class:`SegmentRequest`  -> :class:`SegmentResponse`
+* errors: :class:`ErrorResponse` (400 validation, 415 content type, 422 unscorable input)
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from features.contract import MAX_COUNT, MAX_DURATION_MIN, MAX_MONEY, EventType
+from features.plan import SessionPlan
+
+MAX_PLANS = 1000
+"""Plans per forecast request."""
+MAX_VARIANTS = 20
+"""Named variants per compare request."""
+MAX_CANDIDATES = 2000
+"""Candidate variants one suggest search may score (one batch predict)."""
+MAX_EVENTS = 50_000
+"""Fan events per segment request (a few thousand fans)."""
+
+Target = Literal["viewers", "orders", "gmv"]
+Family = Literal["topic", "slot", "mix", "promo", "warmup", "room"]
+Objective = Literal["gmv", "viewers"]
+Mechanic = Literal["lottery", "red_envelope", "flash_sale", "coupon"]
+Tier = Literal["core", "active", "potential", "dormant"]
+
+PROMO_FIELDS: dict[str, str] = {
+    "lottery": "lottery_count",
+    "red_envelope": "red_envelope_count",
+    "flash_sale": "flash_sale_rounds",
+    "coupon": "coupon_value",
+}
+"""Mechanic name -> the :class:`SessionPlan` field it switches."""
+PROMO_ON_DEFAULTS: dict[str, float] = {
+    "lottery": 3,
+    "red_envelope": 2,
+    "flash_sale": 2,
+    "coupon": 10.0,
+}
+"""Value a mechanic gets when switched on and the base plan does not use it."""
+
+_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+_OUT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Money = Annotated[float, Field(ge=0, le=MAX_MONEY, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=0, le=int(MAX_COUNT))]
+Name = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+# --------------------------------------------------------------------------- shared outputs
+
+
+class Interval(BaseModel):
+    """P10 / P50 / P90 of one target (P10 <= P50 <= P90, never negative)."""
+
+    model_config = _OUT
+
+    p10: NonNeg
+    p50: NonNeg
+    p90: NonNeg
+
+
+class Driver(BaseModel):
+    """One feature's contribution to the GMV forecast: ``multiplier = exp(contribution)``."""
+
+    model_config = _OUT
+
+    feature: str
+    family: str
+    value: float | str | bool | None = Field(description="The feature's value for this plan.")
+    contribution: Finite = Field(description="Log-space contribution.")
+    multiplier: NonNeg = Field(description="Factor this feature applies to the forecast.")
+
+
+class Explanation(BaseModel):
+    """Why the GMV forecast is what it is: contributions by feature family and top drivers."""
+
+    model_config = _OUT
+
+    target: Target = "gmv"
+    baseline: Finite = Field(description="Model's average log forecast before any feature.")
+    families: dict[Family, Finite] = Field(description="Log-space contribution per family.")
+    multipliers: dict[Family, NonNeg] = Field(description="exp(contribution) per family.")
+    drivers: list[Driver]
+
+
+class ModelInfo(BaseModel):
+    """Which model answered."""
+
+    model_config = _OUT
+
+    name: str = Field(description="Model family name.")
+    bundle: str = Field(description="Bundle folder name under models/.")
+    train_id: str | None = None
+    trained_until: str | None = None
+    versions: dict[str, str] = Field(
+        default_factory=dict, description="Registered MLflow version per target, when known."
+    )
+
+
+class PlanForecast(BaseModel):
+    """The forecast of one plan."""
+
+    model_config = _OUT
+
+    session_id: str = Field(description="The plan's session_id, or plan-<index>.")
+    room_id: str
+    cold_start: bool = Field(description="True when the room has no history (unknown room).")
+    viewers: Interval
+    orders: Interval
+    gmv: Interval
+    conversion: NonNeg = Field(description="orders P50 / viewers P50.")
+    aov: NonNeg = Field(description="GMV P50 / orders P50 (currency per order).")
+    explanation: Explanation | None = Field(None, description="Absent when drivers=false.")
+
+
+class ErrorItem(BaseModel):
+    loc: list[str | int] = Field(description="Path to the failing field.")
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx body: a summary and, for validation errors, one item per failing field."""
+
+    error: str
+    detail: list[ErrorItem] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- forecast
+
+
+class ForecastRequest(BaseModel):
+    model_config = _STRICT
+
+    plans: list[SessionPlan] = Field(min_length=1, max_length=MAX_PLANS)
+    drivers: bool = Field(True, description="Explain each plan (skip in bulk requests).")
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> ForecastRequest:
+        _check_unique_ids(self.plans)
+        return self
+
+
+class ForecastResponse(BaseModel):
+    model_config = _OUT
+
+    forecasts: list[PlanForecast]
+    model: ModelInfo
+
+
+# --------------------------------------------------------------------------- compare
+
+
+class Variant(BaseModel):
+    model_config = _STRICT
+
+    name: Name
+    plan: SessionPlan
+
+
+class CompareRequest(BaseModel):
+    model_config = _STRICT
+
+    base: SessionPlan
+    variants: list[Variant] = Field(min_length=1, max_length=MAX_VARIANTS)
+    drivers: bool = True
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> CompareRequest:
+        names = [v.name for v in self.variants]
+        dup = sorted({n for n in names if names.count(n) > 1} | ({"base"} & set(names)))
+        if dup:
+            raise ValueError(f"variants: names must be unique and not 'base': {dup}")
+        return self
+
+
+class Delta(BaseModel):
+    """A variant's P50 against the base: ``delta = variant - base``, ``ratio = variant / base``
+    (null when the base is 0)."""
+
+    model_config = _OUT
+
+    base: NonNeg
+    value: NonNeg
+    delta: Finite
+    ratio: NonNeg | None
+
+
+class Differences(BaseModel):
+    model_config = _OUT
+
+    viewers: Delta
+    orders: Delta
+    gmv: Delta
+    conversion: Delta
+    aov: Delta
+
+
+class VariantForecast(BaseModel):
+    model_config = _OUT
+
+    name: str
+    forecast: PlanForecast
+    differences: Differences
+
+
+class CompareResponse(BaseModel):
+    model_config = _OUT
+
+    base: PlanForecast
+    variants: list[VariantForecast]
+    model: ModelInfo
+
+
+# --------------------------------------------------------------------------- suggest
+
+
+class HourRange(BaseModel):
+    """Local start hours to try (inclusive), on the base plan's date and UTC offset."""
+
+    model_config = _STRICT
+
+    min: Annotated[int, Field(ge=0, le=23)]
+    max: Annotated[int, Field(ge=0, le=23)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> HourRange:
+        if self.min > self.max:
+            raise ValueError("min must be <= max")
+        return self
+
+    def values(self) -> list[int]:
+        return list(range(self.min, self.max + 1))
+
+
+class DurationRange(BaseModel):
+    """Planned durations to try, minutes: ``min, min + step, ...`` up to ``max`` (<= 24 values)."""
+
+    model_config = _STRICT
+
+    min: Annotated[float, Field(gt=0, le=MAX_DURATION_MIN, allow_inf_nan=False)]
+    max: Annotated[float, Field(gt=0, le=MAX_DURATION_MIN, allow_inf_nan=False)]
+    step: Annotated[float, Field(ge=5, le=MAX_DURATION_MIN, allow_inf_nan=False)] = 30
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DurationRange:
+        if self.min > self.max:
+            raise ValueError("min must be <= max")
+        if len(self.values()) > 24:
+            raise ValueError("at most 24 durations: raise step or narrow the range")
+        return self
+
+    def values(self) -> list[float]:
+        n = int((self.max - self.min) // self.step) + 1
+        return [self.min + i * self.step for i in range(n)]
+
+
+class SearchSpace(BaseModel):
+    """What may change; anything left out keeps the base plan's value."""
+
+    model_config = _STRICT
+
+    start_hour: HourRange | None = None
+    duration_min: DurationRange | None = None
+    promos: list[Mechanic] = Field(
+        default_factory=list,
+        max_length=4,
+        description="Mechanics tried on and off (on = the base value, else PROMO_ON_DEFAULTS).",
+    )
+    paid_promo_budget: list[Money] = Field(
+        default_factory=list, max_length=10, description="Warm-up paid budgets to try."
+    )
+
+    def size(self) -> int:
+        n = len(self.start_hour.values()) if self.start_hour else 1
+        n *= len(self.duration_min.values()) if self.duration_min else 1
+        n *= 2 ** len(set(self.promos))
+        n *= max(1, len(set(self.paid_promo_budget)))
+        return n
+
+
+class SuggestRequest(BaseModel):
+    model_config = _STRICT
+
+    base: SessionPlan
+    space: SearchSpace
+    objective: Objective = "gmv"
+    top_k: Annotated[int, Field(ge=1, le=20)] = 5
+    drivers: bool = Field(True, description="Explain the top-k variants.")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> SuggestRequest:
+        if self.space.size() > MAX_CANDIDATES:
+            raise ValueError(
+                f"space: {self.space.size()} candidates, at most {MAX_CANDIDATES}; narrow it"
+            )
+        return self
+
+
+class Suggestion(BaseModel):
+    model_config = _OUT
+
+    rank: int
+    changes: dict[str, float | str] = Field(
+        description="Fields that differ from the base plan (start_time as ISO text)."
+    )
+    plan: SessionPlan
+    forecast: PlanForecast
+    gain: Delta = Field(description="Objective P50 against the base plan.")
+
+
+class SuggestResponse(BaseModel):
+    model_config = _OUT
+
+    objective: Objective
+    n_candidates: int
+    base: PlanForecast
+    suggestions: list[Suggestion]
+    model: ModelInfo
+
+
+# --------------------------------------------------------------------------- review
+
+
+class Actuals(BaseModel):
+    """What happened (the contract's outcome columns)."""
+
+    model_config = _STRICT
+
+    viewers: Count
+    orders: Count
+    gmv: Money
+
+
+class TargetReview(BaseModel):
+    model_config = _OUT
+
+    target: Target
+    forecast: Interval
+    actual: NonNeg
+    error: Finite = Field(description="actual - P50.")
+    abs_pct_error: NonNeg | None = Field(description="|actual - P50| / actual; null if 0.")
+    log_ratio: Finite = Field(description="log1p(actual) - log1p(P50).")
+    position: Literal["below", "within", "above"] = Field(description="Actual vs P10-P90.")
+
+
+class FamilyWeight(BaseModel):
+    model_config = _OUT
+
+    family: Family
+    contribution: Finite
+    multiplier: NonNeg
+
+
+class ReviewRequest(BaseModel):
+    model_config = _STRICT
+
+    plan: SessionPlan
+    actual: Actuals
+
+
+class ReviewResponse(BaseModel):
+    model_config = _OUT
+
+    forecast: PlanForecast
+    review: list[TargetReview]
+    leaned_on: list[FamilyWeight] = Field(
+        description="Families of the GMV forecast, largest |contribution| first."
+    )
+    model: ModelInfo
+
+
+# --------------------------------------------------------------------------- segment
+
+
+class FanEvent(BaseModel):
+    """One ``fan_events`` contract row."""
+
+    model_config = _STRICT
+
+    fan_id: str = Field(min_length=1, max_length=200)
+    room_id: str = Field(min_length=1, max_length=200)
+    event_time: AwareDatetime
+    event_type: EventType
+    session_id: str | None = Field(None, min_length=1, max_length=200)
+    watch_seconds: Annotated[float, Field(ge=0, le=MAX_COUNT, allow_inf_nan=False)] | None = None
+    amount: Money | None = None
+
+
+class SegmentRequest(BaseModel):
+    model_config = _STRICT
+
+    events: list[FanEvent] = Field(min_length=1, max_length=MAX_EVENTS)
+    cutoff: AwareDatetime | None = Field(
+        None, description="Score as of this time (default: just after the last event)."
+    )
+
+
+class FanTier(BaseModel):
+    model_config = _OUT
+
+    fan_id: str
+    tier: Tier
+    p_core: NonNeg
+    p_active: NonNeg
+    p_potential: NonNeg
+    p_dormant: NonNeg = Field(description="Churn-risk score.")
+
+
+class SegmentResponse(BaseModel):
+    model_config = _OUT
+
+    cutoff: str
+    fans: list[FanTier]
+    model: ModelInfo
+
+
+def _check_unique_ids(plans: list[SessionPlan]) -> None:
+    counts = Counter(p.plan_id(i) for i, p in enumerate(plans))
+    dup = sorted(i for i, n in counts.items() if n > 1)
+    if dup:
+        raise ValueError(f"plans: session_id values must be unique: {dup}")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -473,28 +474,58 @@ def _trailing_mean(
     return pd.DataFrame(mean, index=values.index, columns=values.columns)
 
 
-def _as_of(
-    queries: pd.DataFrame, stats: pd.DataFrame, by: list[str], columns: list[str]
-) -> pd.DataFrame:
-    """For each query row, ``columns`` of the last ``stats`` row of the same ``by`` group with
-    ``_t`` strictly earlier than the query's ``_t``; missing when there is none.
+class AsOfTable:
+    """Per-group as-of lookup over cumulative statistics, built once, queried many times.
 
-    ``stats`` must hold cumulative / trailing values in time order; of rows sharing a start time
-    only the last (which includes all of them) is kept, so ties never see each other.
+    For a query (group key, ``_t``) it returns ``columns`` of the last ``stats`` row of the same
+    ``by`` group with ``_t`` strictly earlier than the query's; missing when there is none.
+    ``stats`` must hold cumulative / trailing values in time order within each group; of rows
+    sharing a start time only the last (which includes all of them) is kept, so ties never see
+    each other. Non-numeric keys compare as strings.
     """
-    right = stats.drop_duplicates([*by, "_t"], keep="last")[[*by, "_t", *columns]]
-    right = right.sort_values("_t", kind="stable")
-    left = queries[[*by, "_t"]].assign(_row=np.arange(len(queries)))
-    left = left.sort_values("_t", kind="stable")
-    for col in by:  # one key dtype on both sides, also when a side is empty
-        if not pd.api.types.is_numeric_dtype(left[col]):
-            left[col] = left[col].astype("str")
-            right[col] = right[col].astype("str")
-    merged = pd.merge_asof(
-        left, right, on="_t", by=by, allow_exact_matches=False, direction="backward"
-    )
-    merged = merged.sort_values("_row", kind="stable")
-    return pd.DataFrame({c: merged[c].to_numpy(dtype=float) for c in columns}, index=queries.index)
+
+    def __init__(self, stats: pd.DataFrame, by: list[str], columns: list[str]) -> None:
+        right = stats.drop_duplicates([*by, "_t"], keep="last")[[*by, "_t", *columns]]
+        right = right.sort_values([*by, "_t"], kind="stable").reset_index(drop=True)
+        self.by = list(by)
+        self.columns = list(columns)
+        self._numeric = [pd.api.types.is_numeric_dtype(right[c]) for c in by]
+        self._t = right["_t"].to_numpy(dtype=np.int64)
+        self._values = right[self.columns].to_numpy(dtype=float)
+        keys = self._key_tuples([right[c].to_numpy() for c in by])
+        self._slices: dict[tuple, tuple[int, int]] = {}
+        for i, key in enumerate(keys):  # rows of a group are contiguous after the sort
+            start, _ = self._slices.get(key, (i, i))
+            self._slices[key] = (start, i + 1)
+
+    def _key_tuples(self, arrays: list[np.ndarray]) -> list[tuple]:
+        cols = [
+            a.astype(np.int64).tolist() if num else [str(v) for v in a]
+            for a, num in zip(arrays, self._numeric, strict=True)
+        ]
+        return list(zip(*cols, strict=True))
+
+    def lookup(self, keys: list[np.ndarray], t: np.ndarray) -> np.ndarray:
+        """Values (n x len(columns), float) for queries given as key arrays and ``_t``."""
+        t = np.asarray(t, dtype=np.int64)
+        out = np.full((len(t), len(self.columns)), np.nan)
+        groups: dict[tuple, list[int]] = {}
+        for i, key in enumerate(self._key_tuples([np.asarray(k) for k in keys])):
+            groups.setdefault(key, []).append(i)
+        for key, rows in groups.items():
+            span = self._slices.get(key)
+            if span is None:
+                continue
+            idx = np.asarray(rows)
+            pos = np.searchsorted(self._t[span[0] : span[1]], t[idx], side="left") - 1
+            ok = pos >= 0
+            out[idx[ok]] = self._values[span[0] + pos[ok]]
+        return out
+
+    def frame(self, queries: pd.DataFrame) -> pd.DataFrame:
+        """:meth:`lookup` for a frame holding the ``by`` columns and ``_t``."""
+        values = self.lookup([queries[c].to_numpy() for c in self.by], queries["_t"].to_numpy())
+        return pd.DataFrame(values, index=queries.index, columns=self.columns)
 
 
 def _history_table(history: pd.DataFrame, history_summary: pd.DataFrame, tz: str) -> pd.DataFrame:
@@ -616,12 +647,55 @@ _ROOM_OUTCOME_COLUMNS: tuple[str, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class RoomHistory:
+    """The per-room history state :func:`room_features` reads (as-of tables of the room
+    statistics), computed once from a history snapshot by :func:`room_history`."""
+
+    outcome: AsOfTable
+    band: AsOfTable
+    session_type: AsOfTable
+    plan: AsOfTable
+
+
+_PLAN_STAT_COLUMNS: list[str] = [
+    "prev_t",
+    "followers_last",
+    "festival_share",
+    "duration_median",
+    "main_category_code",
+]
+
+
+def room_history(
+    history: pd.DataFrame, history_summary: pd.DataFrame, tz: str = DEFAULT_TZ
+) -> RoomHistory:
+    """The room statistics of ``history`` (sessions and their mix summary) as as-of tables."""
+    h = _history_table(history, history_summary, tz)
+    return RoomHistory(
+        outcome=AsOfTable(_outcome_stats(h), ["room_id"], list(_ROOM_OUTCOME_COLUMNS)),
+        band=AsOfTable(
+            _group_stats(h, "_band", {"lv": "band_viewers_mean_10", "lg": "band_gmv_mean_10"}),
+            ["room_id", "_band"],
+            ["band_viewers_mean_10", "band_gmv_mean_10"],
+        ),
+        session_type=AsOfTable(
+            _group_stats(h, "session_type", {"lg": "type_gmv_mean_10"}),
+            ["room_id", "session_type"],
+            ["type_gmv_mean_10"],
+        ),
+        plan=AsOfTable(_plan_stats(h), ["room_id"], _PLAN_STAT_COLUMNS),
+    )
+
+
 def room_features(
     sessions: pd.DataFrame,
-    history: pd.DataFrame,
-    history_summary: pd.DataFrame,
+    history: pd.DataFrame | None,
+    history_summary: pd.DataFrame | None,
     top_category: pd.Series,
     tz: str = DEFAULT_TZ,
+    *,
+    state: RoomHistory | None = None,
 ) -> pd.DataFrame:
     """The room's history before each session (only ``history`` rows of the same room that
     started strictly earlier), plus the plan's own room inputs.
@@ -636,8 +710,10 @@ def room_features(
     the session's ``followers_at_start``, else the room's last known value;
     ``room__main_category`` is the most frequent SKU category of earlier sessions, else the
     plan's ``room_category`` (when the frame has that column), else ``top_category``.
+    ``state`` (from :func:`room_history`) replaces ``history`` / ``history_summary``.
     """
-    h = _history_table(history, history_summary, tz)
+    if state is None:
+        state = room_history(history, history_summary, tz)
     q = pd.DataFrame(
         {
             "room_id": sessions["room_id"].astype(str).to_numpy(),
@@ -648,31 +724,16 @@ def room_features(
         index=sessions.index,
     )
     out = pd.DataFrame(index=sessions.index)
-    main = _as_of(q, _outcome_stats(h), ["room_id"], list(_ROOM_OUTCOME_COLUMNS))
+    main = state.outcome.frame(q)
     for col in _ROOM_OUTCOME_COLUMNS:
         out[f"room__{col}"] = main[col].to_numpy()
     out["room__n_prior"] = out["room__n_prior"].fillna(0.0)
-    band = _as_of(
-        q,
-        _group_stats(h, "_band", {"lv": "band_viewers_mean_10", "lg": "band_gmv_mean_10"}),
-        ["room_id", "_band"],
-        ["band_viewers_mean_10", "band_gmv_mean_10"],
-    )
+    band = state.band.frame(q)
     out["room__band_viewers_mean_10"] = band["band_viewers_mean_10"].to_numpy()
     out["room__band_gmv_mean_10"] = band["band_gmv_mean_10"].to_numpy()
-    typ = _as_of(
-        q,
-        _group_stats(h, "session_type", {"lg": "type_gmv_mean_10"}),
-        ["room_id", "session_type"],
-        ["type_gmv_mean_10"],
-    )
+    typ = state.session_type.frame(q)
     out["room__type_gmv_mean_10"] = typ["type_gmv_mean_10"].to_numpy()
-    plan = _as_of(
-        q,
-        _plan_stats(h),
-        ["room_id"],
-        ["prev_t", "followers_last", "festival_share", "duration_median", "main_category_code"],
-    )
+    plan = state.plan.frame(q)
     out["room__days_since_last"] = (q["_t"].to_numpy(dtype=float) - plan["prev_t"]) / _NS_PER_DAY
     out["room__festival_share"] = plan["festival_share"].to_numpy()
     planned = sessions["planned_duration_min"].to_numpy(dtype=float)
@@ -696,25 +757,12 @@ def room_features(
     return out
 
 
-def sku_history_features(
-    sessions: pd.DataFrame,
-    products: pd.DataFrame,
-    history: pd.DataFrame,
-    history_products: pd.DataFrame,
-) -> pd.DataFrame:
-    """Track record of the session's SKUs in the same room, from earlier sessions only.
-
-    For each planned SKU: the mean units sold over its earlier appearances in the room (only
-    sessions that started strictly before this one and have ``units_sold``). Per session:
-    ``room__sku_hist_units`` (sum over SKUs with a track record, units),
-    ``room__sku_hist_log_units`` (mean log1p units over those SKUs) and
-    ``room__sku_hist_share`` (share of the session's SKUs with a track record). Missing when
-    the session lists no SKUs.
-    """
-    cols = ["room__sku_hist_units", "room__sku_hist_log_units", "room__sku_hist_share"]
-    out = pd.DataFrame(np.nan, index=sessions.index, columns=cols)
-    if len(products) == 0 or "units_sold" not in history_products.columns:
-        return out
+def sku_history(history: pd.DataFrame, history_products: pd.DataFrame) -> AsOfTable | None:
+    """The SKU track records :func:`sku_history_features` reads: per (room, SKU) cumulative
+    appearances ``cn``, units ``cu`` and log1p units ``clg`` as an as-of table; None when the
+    history has no ``units_sold`` column."""
+    if history_products is None or "units_sold" not in history_products.columns:
+        return None
     hs = history[["session_id", "room_id", "start_time"]].assign(
         session_id=lambda d: d["session_id"].astype(str), room_id=lambda d: d["room_id"].astype(str)
     )
@@ -731,6 +779,38 @@ def sku_history_features(
         .reset_index()
     )
     g[["cn", "cu", "clg"]] = g.groupby(["room_id", "sku_id"])[["n", "u", "lg"]].cumsum()
+    return AsOfTable(g, ["room_id", "sku_id"], ["cn", "cu", "clg"])
+
+
+_NO_STATE = object()
+
+
+def sku_history_features(
+    sessions: pd.DataFrame,
+    products: pd.DataFrame,
+    history: pd.DataFrame | None,
+    history_products: pd.DataFrame | None,
+    *,
+    state: AsOfTable | object | None = _NO_STATE,
+) -> pd.DataFrame:
+    """Track record of the session's SKUs in the same room, from earlier sessions only.
+
+    For each planned SKU: the mean units sold over its earlier appearances in the room (only
+    sessions that started strictly before this one and have ``units_sold``). Per session:
+    ``room__sku_hist_units`` (sum over SKUs with a track record, units),
+    ``room__sku_hist_log_units`` (mean log1p units over those SKUs) and
+    ``room__sku_hist_share`` (share of the session's SKUs with a track record). Missing when
+    the session lists no SKUs. ``state`` (from :func:`sku_history`) replaces ``history`` /
+    ``history_products``.
+    """
+    cols = ["room__sku_hist_units", "room__sku_hist_log_units", "room__sku_hist_share"]
+    out = pd.DataFrame(np.nan, index=sessions.index, columns=cols)
+    if len(products) == 0:
+        return out
+    if state is _NO_STATE:
+        state = sku_history(history, history_products)
+    if state is None:
+        return out
     tgt_s = sessions[["session_id", "room_id", "start_time"]].copy()
     tgt_s["session_id"] = tgt_s["session_id"].astype(str)
     tgt_s["room_id"] = tgt_s["room_id"].astype(str)
@@ -741,15 +821,7 @@ def sku_history_features(
     if len(tp) == 0:
         return out
     tp["_t"] = _epoch_ns(tp["start_time"])
-    tp = tp.sort_values("_t", kind="stable")
-    g = g.sort_values("_t", kind="stable")
-    m = pd.merge_asof(
-        tp,
-        g[["room_id", "sku_id", "_t", "cn", "cu", "clg"]],
-        on="_t",
-        by=["room_id", "sku_id"],
-        allow_exact_matches=False,
-    )
+    m = pd.concat([tp, state.frame(tp)], axis=1)
     m["mean_u"] = m["cu"] / m["cn"]
     m["mean_lg"] = m["clg"] / m["cn"]
     m["has"] = m["cn"].notna().astype(float)
@@ -774,8 +846,10 @@ def _features(
     tz: str,
     products: pd.DataFrame | None = None,
     history_products: pd.DataFrame | None = None,
+    context: PlanContext | None = None,
 ) -> pd.DataFrame:
-    """Keys plus all six families for ``sessions`` (positional order kept)."""
+    """Keys plus all six families for ``sessions`` (positional order kept). With ``context``
+    the room and SKU history state come from it instead of ``history`` / ``history_*``."""
     sessions = sessions.reset_index(drop=True)
     keys = sessions[list(KEY_COLUMNS)].copy()
     keys["session_id"] = keys["session_id"].astype(str)
@@ -788,9 +862,18 @@ def _features(
         mix,
         promo_features(sessions, mix),
         warmup_features(sessions),
-        room_features(sessions, history, history_summary, mix["mix__top_category"], tz),
+        room_features(
+            sessions,
+            history,
+            history_summary,
+            mix["mix__top_category"],
+            tz,
+            state=context.rooms if context is not None else None,
+        ),
     ]
-    if products is not None and history_products is not None:
+    if context is not None and products is not None:
+        parts.append(sku_history_features(sessions, products, None, None, state=context.skus))
+    elif products is not None and history_products is not None:
         parts.append(sku_history_features(sessions, products, history, history_products))
     frame = pd.concat(parts, axis=1)
     for col in feature_columns(frame):
@@ -817,12 +900,49 @@ def build_session_features(
     return _features(ordered, summary, ordered, summary, tz, products, products)
 
 
-def plan_features(
-    plans: list[SessionPlan],
+@dataclass(frozen=True)
+class PlanContext:
+    """The history state plan features read, computed once from a history snapshot (the
+    service builds it at load time; :func:`plan_features` builds one per call otherwise)."""
+
+    rooms: RoomHistory
+    skus: AsOfTable | None
+    empty_sessions: pd.DataFrame
+    empty_products: pd.DataFrame
+    tz: str
+
+
+def plan_context(
     history_sessions: pd.DataFrame,
     history_products: pd.DataFrame,
     *,
     tz: str = DEFAULT_TZ,
+    rooms: Iterable[str] | None = None,
+) -> PlanContext:
+    """The :class:`PlanContext` of a history snapshot (optionally only some rooms: every
+    history statistic is per room, so other rooms' sessions cannot change a plan's row)."""
+    if rooms is not None:
+        history_sessions = history_sessions[history_sessions["room_id"].isin(set(rooms))]
+        if history_products is not None and "session_id" in history_products.columns:
+            keep = history_products["session_id"].isin(set(history_sessions["session_id"]))
+            history_products = history_products[keep]
+    history_summary = product_mix_summary(history_products)
+    return PlanContext(
+        rooms=room_history(history_sessions, history_summary, tz),
+        skus=sku_history(history_sessions, history_products),
+        empty_sessions=history_sessions.iloc[:0],
+        empty_products=history_products.iloc[:0],
+        tz=tz,
+    )
+
+
+def plan_features(
+    plans: list[SessionPlan],
+    history_sessions: pd.DataFrame | None = None,
+    history_products: pd.DataFrame | None = None,
+    *,
+    tz: str = DEFAULT_TZ,
+    context: PlanContext | None = None,
 ) -> pd.DataFrame:
     """Feature rows for draft plans, in plan order, keyed by the plan id (``session_id``).
 
@@ -830,9 +950,14 @@ def plan_features(
     ``history_sessions`` of its room that started strictly before the plan (other plans are
     never history). A plan's ``products`` and ``product_mix`` both go through the mix summary;
     with neither, mix features are missing. ``room_category`` and ``followers_at_start`` fill
-    in for a room without history (cold start).
+    in for a room without history (cold start). ``context`` (from :func:`plan_context`, built
+    once) replaces the history arguments: the rows are the same, without the per-call work.
     """
+    if context is not None:
+        tz = context.tz
     if not plans:
+        if context is not None:
+            return build_session_features(context.empty_sessions, context.empty_products, tz=tz)
         empty = history_sessions.iloc[:0]
         return build_session_features(empty, history_products.iloc[:0], tz=tz)
     raw, raw_products = plans_to_frames(plans)
@@ -851,15 +976,10 @@ def plan_features(
         if plan.product_mix is not None:
             parts.append(mix_to_summary(plan.product_mix, plan.plan_id(i)))
     summary = pd.concat(parts) if parts else _empty_summary()
-    # every history statistic is per room: other rooms' sessions cannot change a plan's row
-    history_sessions = history_sessions[history_sessions["room_id"].isin(set(frame["room_id"]))]
-    if history_products is not None and "session_id" in history_products.columns:
-        keep = history_products["session_id"].isin(set(history_sessions["session_id"]))
-        history_products = history_products[keep]
-    history_summary = product_mix_summary(history_products)
+    if context is None:
+        # every history statistic is per room: other rooms' sessions cannot change a plan's row
+        context = plan_context(history_sessions, history_products, tz=tz, rooms=frame["room_id"])
     plan_products = validate(raw_products, "session_products", tz=tz) if len(raw_products) else None
     if plan_products is None:
-        plan_products = history_products.iloc[:0]
-    return _features(
-        frame, summary, history_sessions, history_summary, tz, plan_products, history_products
-    )
+        plan_products = context.empty_products
+    return _features(frame, summary, None, None, tz, plan_products, None, context)

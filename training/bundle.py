@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -40,6 +42,28 @@ def _lib_versions() -> dict[str, str]:
     return {p: version(p) for p in ("lightgbm", "pandas", "numpy", "scikit-learn", "mlflow")}
 
 
+@contextmanager
+def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out_dir``; on success it replaces ``out_dir``.
+
+    An interrupted or failing write leaves ``out_dir`` as it was and no temporary folder.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
 def save_bundle(
     forecaster: Forecaster,
     history_sessions: pd.DataFrame,
@@ -48,13 +72,7 @@ def save_bundle(
     metadata: dict[str, Any] | None = None,
 ) -> Path:
     """Write a bundle folder atomically (built beside the target, then renamed into place)."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
+    with atomic_dir(out_dir) as tmp:
         models = {}
         for target, m in forecaster.models.items():
             fname = f"{target}.lgb.txt"
@@ -78,13 +96,7 @@ def save_bundle(
         (tmp / BUNDLE_FILE).write_text(json.dumps(meta, indent=2, default=str))
         write_parquet(history_sessions, tmp / "history_sessions.parquet")
         write_parquet(history_products, tmp / "history_products.parquet")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return out_dir
+    return Path(out_dir)
 
 
 def load_bundle(path: str | Path) -> Bundle:
@@ -120,23 +132,28 @@ def load_bundle(path: str | Path) -> Bundle:
     return Bundle(forecaster, sessions, products, meta, path)
 
 
-def set_champion(models_dir: str | Path, bundle_dir: str | Path, info: dict[str, Any]) -> Path:
-    """Point ``models/champion.json`` at a bundle folder (relative), atomically."""
+def set_champion(
+    models_dir: str | Path,
+    bundle_dir: str | Path,
+    info: dict[str, Any],
+    pointer: str = CHAMPION_FILE,
+) -> Path:
+    """Point ``models/<pointer>`` (default ``champion.json``) at a bundle folder, atomically."""
     models_dir = Path(models_dir)
-    target = models_dir / CHAMPION_FILE
+    target = models_dir / pointer
     payload = {"bundle": Path(bundle_dir).name, **info}
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, default=str))
     return target
 
 
-def champion_info(models_dir: str | Path) -> dict[str, Any] | None:
-    f = Path(models_dir) / CHAMPION_FILE
+def champion_info(models_dir: str | Path, pointer: str = CHAMPION_FILE) -> dict[str, Any] | None:
+    f = Path(models_dir) / pointer
     return json.loads(f.read_text()) if f.exists() else None
 
 
-def champion_path(models_dir: str | Path) -> Path:
-    info = champion_info(models_dir)
+def champion_path(models_dir: str | Path, pointer: str = CHAMPION_FILE) -> Path:
+    info = champion_info(models_dir, pointer)
     if info is None:
         raise FileNotFoundError(f"{models_dir}: no champion yet; run livecast train and promote")
     return Path(models_dir) / info["bundle"]

@@ -1,0 +1,358 @@
+"""The fan-tier model: LightGBM multiclass, (fan features at a cutoff) -> (tier in the next window).
+
+Training frame. For each cutoff ``C`` the inputs are :func:`features.fans.fan_features` (events
+before ``C``) and the label is :func:`features.fans.tier_labels` (the rules applied to
+``[C, C + window_days)``); frames of several cutoffs are stacked. The same feature SQL runs in
+training, in the batch run and in the service, so there is one definition of every feature.
+
+Fit. Cutoffs are time-ordered; the booster is fitted on every cutoff but the latest one, with
+early stopping on the latest (modest size: the batch run scores a million fans). The decision
+rule is then chosen on that held-out latest cutoff: the tier is ``argmax(proba * weights)`` with
+per-class weights found by coordinate ascent on a log grid to maximise macro-F1. Plain argmax
+rarely predicts the rare tiers and loses to persistence on macro-F1; the weights fix that
+without touching the probabilities. Finally the booster is refitted on all the cutoffs with the
+number of trees early stopping chose (``refit=True``), so the latest behaviour is learnt too.
+
+Outputs: the four probabilities in :data:`features.fans.TIERS` order (``p_dormant`` is the
+churn-risk score) and the decided tier. Everything is deterministic for a fixed seed (fixed
+threads, ``deterministic=True``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from features.contract import DEFAULT_TZ
+from features.fans import FEATURE_COLUMNS, TIERS, TierRules, connect, fan_features, tier_labels
+from training.bundle import atomic_dir, champion_path
+
+BUNDLE_FILE = "bundle.json"
+BOOSTER_FILE = "tiers.lgb.txt"
+TIER_CHAMPION_FILE = "tiers-champion.json"
+"""Champion pointer of the tier model in ``models/`` (the forecaster's is ``champion.json``)."""
+FORMAT_VERSION = 1
+KIND = "tiers"
+PROBA_COLUMNS: tuple[str, ...] = tuple(f"p_{t}" for t in TIERS)
+WEIGHT_GRID: tuple[float, ...] = tuple(float(x) for x in np.geomspace(0.25, 8.0, 16))
+"""Candidate per-class weights of the decision rule (log grid, includes 1)."""
+
+
+class TierParams(BaseModel):
+    """LightGBM settings of the tier model (kept small: the batch run predicts 1M rows)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    learning_rate: float = Field(0.1, gt=0, le=0.5)
+    num_leaves: int = Field(31, ge=4, le=512)
+    min_data_in_leaf: int = Field(50, ge=1, le=5000)
+    feature_fraction: float = Field(0.9, gt=0, le=1)
+    lambda_l2: float = Field(1.0, ge=0, le=100)
+    max_rounds: int = Field(200, ge=5, le=5000)
+    early_stopping_rounds: int = Field(20, ge=2, le=500)
+    tune_weights: bool = Field(True, description="Choose class weights for macro-F1.")
+    refit: bool = Field(True, description="Refit on all cutoffs with the chosen tree count.")
+    seed: int = 0
+    num_threads: int = Field(
+        1, ge=1, le=64, description="Training threads (1: LightGBM stalls on busy cores)."
+    )
+
+    def lgb_params(self) -> dict[str, Any]:
+        return {
+            "objective": "multiclass",
+            "num_class": len(TIERS),
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_data_in_leaf": self.min_data_in_leaf,
+            "feature_fraction": self.feature_fraction,
+            "lambda_l2": self.lambda_l2,
+            "seed": self.seed,
+            "deterministic": True,
+            "force_col_wise": True,
+            "num_threads": self.num_threads,
+            "verbose": -1,
+        }
+
+
+@dataclass
+class TierModel:
+    """A fitted tier model: booster, feature list, label rules and the decision rule."""
+
+    booster: lgb.Booster
+    features: list[str]
+    rules: TierRules
+    class_weights: tuple[float, float, float, float]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def matrix(self, feats: pd.DataFrame) -> np.ndarray:
+        """The float64 model matrix of a fan-feature frame; names missing columns."""
+        missing = [c for c in self.features if c not in feats.columns]
+        if missing:
+            raise ValueError(
+                f"fan features lack column(s) {', '.join(missing)}"
+                " (build them with features.fans.fan_features)"
+            )
+        return feats[self.features].to_numpy(dtype="float64", na_value=np.nan)
+
+    def predict_proba(self, feats: pd.DataFrame, num_threads: int = 0) -> np.ndarray:
+        """(n, 4) probabilities in TIERS order; rows sum to 1."""
+        X = self.matrix(feats)
+        if len(X) == 0:
+            return np.zeros((0, len(TIERS)))
+        kwargs = {"num_threads": num_threads} if num_threads else {}
+        proba = np.asarray(self.booster.predict(X, **kwargs), dtype="float64")
+        return proba / proba.sum(axis=1, keepdims=True)
+
+    def decide(self, proba: np.ndarray) -> np.ndarray:
+        """int8 tier codes (indices into TIERS): ``argmax(proba * class_weights)``."""
+        return decide(proba, self.class_weights)
+
+
+def decide(proba: np.ndarray, weights: Sequence[float]) -> np.ndarray:
+    """The decision rule: ``argmax(proba * weights)`` as int8 codes into TIERS."""
+    return np.argmax(np.asarray(proba) * np.asarray(weights)[None, :], axis=1).astype("int8")
+
+
+def tier_codes(tiers: pd.Series) -> np.ndarray:
+    """int8 codes into TIERS of a tier column (category or str); rejects unknown tiers."""
+    cat = pd.Categorical(tiers, categories=list(TIERS))
+    if (cat.codes < 0).any():
+        bad = sorted(set(pd.Series(tiers)[cat.codes < 0].astype(str)))
+        raise ValueError(f"unknown tier(s) {bad}; expected one of {list(TIERS)}")
+    return cat.codes.astype("int8")
+
+
+def macro_f1_codes(y: np.ndarray, pred: np.ndarray, k: int = len(TIERS)) -> float:
+    """Macro-F1 over all ``k`` classes from int codes (a class never seen nor predicted scores 0).
+
+    Same value as ``sklearn.metrics.f1_score(average="macro", labels=range(k),
+    zero_division=0)``, computed from one bincount so that the weight search stays fast.
+    """
+    cm = np.bincount(y.astype(np.int64) * k + pred, minlength=k * k).reshape(k, k)
+    tp = np.diag(cm).astype(float)
+    denom = cm.sum(axis=0) + cm.sum(axis=1)
+    f1 = np.divide(2 * tp, denom, out=np.zeros(k), where=denom > 0)
+    return float(f1.mean())
+
+
+def choose_class_weights(
+    proba: np.ndarray,
+    y: np.ndarray,
+    grid: Sequence[float] = WEIGHT_GRID,
+    rounds: int = 3,
+) -> tuple[float, float, float, float]:
+    """Per-class weights maximising macro-F1 of ``argmax(proba * w)``: coordinate ascent.
+
+    Starts from equal weights; each round tries every grid value for each class in turn
+    (the dormant weight stays 1: only ratios matter) and keeps a change only when it strictly
+    improves macro-F1, so ties keep the simpler rule. Deterministic.
+    """
+    k = proba.shape[1]
+    w = np.ones(k)
+    best = macro_f1_codes(y, decide(proba, w), k)
+    for _ in range(rounds):
+        improved = False
+        for c in range(k - 1):
+            for g in grid:
+                trial = w.copy()
+                trial[c] = g
+                score = macro_f1_codes(y, decide(proba, trial), k)
+                if score > best + 1e-12:
+                    best, w, improved = score, trial, True
+        if not improved:
+            break
+    return tuple(float(x) for x in w)  # type: ignore[return-value]
+
+
+def tier_frame(
+    events: pd.DataFrame | str | Path,
+    cutoffs: Iterable[pd.Timestamp | str],
+    rules: TierRules | None = None,
+    *,
+    tz: str = DEFAULT_TZ,
+) -> pd.DataFrame:
+    """Stacked training frame: per cutoff, ``fan_features`` + the ``tier`` label + ``cutoff``.
+
+    One row per (cutoff, fan with an event before the cutoff), cutoffs in the given order.
+    """
+    rules = rules or TierRules()
+    parts = []
+    con = connect()
+    try:
+        for c in cutoffs:
+            feats = fan_features(events, c, con=con, tz=tz)
+            labels = tier_labels(events, c, rules, con=con, tz=tz)
+            if not feats["fan_id"].equals(labels["fan_id"]):
+                raise RuntimeError("fan features and labels are not aligned")  # pragma: no cover
+            feats["tier"] = labels["tier"].to_numpy()
+            feats["cutoff"] = pd.Timestamp(c)
+            parts.append(feats)
+    finally:
+        con.close()
+    if not parts:
+        raise ValueError("no cutoffs given: need at least one cutoff to build a training frame")
+    return pd.concat(parts, ignore_index=True)
+
+
+def _dataset(frame: pd.DataFrame, features: list[str]) -> lgb.Dataset:
+    X = frame[features].to_numpy(dtype="float64", na_value=np.nan)
+    return lgb.Dataset(
+        X, label=tier_codes(frame["tier"]), feature_name=features, free_raw_data=False
+    )
+
+
+def fit_tier_model(
+    events: pd.DataFrame | str | Path | None,
+    cutoffs: Sequence[pd.Timestamp | str],
+    rules: TierRules | None = None,
+    params: TierParams | None = None,
+    *,
+    frame: pd.DataFrame | None = None,
+    tz: str = DEFAULT_TZ,
+) -> TierModel:
+    """Fit the tier model on ``cutoffs`` (see the module docstring for the procedure).
+
+    ``frame`` (from :func:`tier_frame` on the same cutoffs) skips rebuilding the features;
+    then ``events`` may be None. With a single cutoff there is nothing to hold out: the booster
+    uses ``max_rounds`` trees and equal class weights.
+    """
+    rules = rules or TierRules()
+    params = params or TierParams()
+    stamps = sorted(pd.Timestamp(c) for c in cutoffs)
+    if not stamps:
+        raise ValueError("fit_tier_model needs at least one cutoff")
+    if frame is None:
+        if events is None:
+            raise ValueError("pass events or a prebuilt frame")
+        frame = tier_frame(events, stamps, rules, tz=tz)
+    else:
+        frame = frame[frame["cutoff"].isin(stamps)]
+    if frame.empty:
+        raise ValueError("no fans with events before the cutoffs: nothing to train on")
+    features = list(FEATURE_COLUMNS)
+    lgb_params = params.lgb_params()
+    weights: tuple[float, ...] = (1.0,) * len(TIERS)
+    holdout_f1 = None
+    latest = stamps[-1]
+    fit_part = frame[frame["cutoff"] < latest]
+    hold_part = frame[frame["cutoff"] == latest]
+    if len(stamps) > 1 and not fit_part.empty and not hold_part.empty:
+        train_set = _dataset(fit_part, features)
+        valid_set = _dataset(hold_part, features)
+        booster = lgb.train(
+            lgb_params,
+            train_set,
+            num_boost_round=params.max_rounds,
+            valid_sets=[valid_set],
+            callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False)],
+        )
+        rounds = max(int(booster.best_iteration or params.max_rounds), 1)
+        X_hold = hold_part[features].to_numpy(dtype="float64", na_value=np.nan)
+        proba = np.asarray(booster.predict(X_hold, num_iteration=rounds))
+        y_hold = tier_codes(hold_part["tier"])
+        if params.tune_weights:
+            weights = choose_class_weights(proba, y_hold)
+        holdout_f1 = macro_f1_codes(y_hold, decide(proba, weights))
+        if params.refit:
+            booster = lgb.train(lgb_params, _dataset(frame, features), num_boost_round=rounds)
+        else:
+            booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=rounds))
+    else:
+        rounds = params.max_rounds
+        booster = lgb.train(lgb_params, _dataset(frame, features), num_boost_round=rounds)
+    counts = frame["tier"].value_counts()
+    metadata = {
+        "cutoffs": [str(c) for c in stamps],
+        "weights_cutoff": str(latest) if holdout_f1 is not None else None,
+        "holdout_macro_f1": holdout_f1,
+        "num_trees": rounds,
+        "n_train": len(frame),
+        "label_counts": {t: int(counts.get(t, 0)) for t in TIERS},
+        "params": params.model_dump(),
+        "tz": tz,
+    }
+    return TierModel(booster, features, rules, tuple(weights), metadata)  # type: ignore[arg-type]
+
+
+def score_fans(model: TierModel, feats: pd.DataFrame, num_threads: int = 0) -> pd.DataFrame:
+    """feats = output of :func:`features.fans.fan_features` (fan_id + fan__* columns) ->
+    columns fan_id (str), tier (category with categories TIERS), p_core, p_active, p_potential,
+    p_dormant (float64; p_dormant is the churn-risk score), same row order as feats."""
+    if "fan_id" not in feats.columns:
+        raise ValueError("fan features lack column fan_id")
+    proba = model.predict_proba(feats, num_threads=num_threads)
+    codes = model.decide(proba)
+    out = pd.DataFrame(
+        {
+            "fan_id": feats["fan_id"].astype("str").to_numpy(),
+            "tier": pd.Categorical.from_codes(codes, categories=list(TIERS)),
+        }
+    )
+    for i, col in enumerate(PROBA_COLUMNS):
+        out[col] = proba[:, i].astype("float64")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Bundles
+
+
+def _lib_versions() -> dict[str, str]:
+    return {p: version(p) for p in ("lightgbm", "pandas", "numpy", "duckdb")}
+
+
+def save_tier_bundle(
+    model: TierModel, out_dir: str | Path, metadata: dict[str, Any] | None = None
+) -> Path:
+    """Write ``tiers.lgb.txt`` + ``bundle.json`` into ``out_dir`` atomically (built beside the
+    target under a temporary name, then renamed into place). Returns ``out_dir``."""
+    with atomic_dir(out_dir) as tmp:
+        model.booster.save_model(str(tmp / BOOSTER_FILE))
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "kind": KIND,
+            "tiers": list(TIERS),
+            "features": list(model.features),
+            "rules": model.rules.model_dump(),
+            "class_weights": list(model.class_weights),
+            "model_file": BOOSTER_FILE,
+            "libraries": _lib_versions(),
+            "metadata": {**model.metadata, **(metadata or {})},
+        }
+        (tmp / BUNDLE_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    return Path(out_dir)
+
+
+def load_tier_bundle(path: str | Path) -> TierModel:
+    """Load a tier bundle folder, or the tier champion when given the ``models/`` folder."""
+    path = Path(path)
+    if not (path / BUNDLE_FILE).exists() and (path / TIER_CHAMPION_FILE).exists():
+        path = champion_path(path, TIER_CHAMPION_FILE)
+    meta_file = path / BUNDLE_FILE
+    if not meta_file.exists():
+        raise FileNotFoundError(
+            f"{path}: not a tier model bundle (no {BUNDLE_FILE}, no {TIER_CHAMPION_FILE});"
+            " run livecast segments train and promote"
+        )
+    meta = json.loads(meta_file.read_text())
+    if meta.get("kind") != KIND:
+        raise ValueError(f"{path}: bundle kind is {meta.get('kind')!r}, not a tier model")
+    if list(meta["tiers"]) != list(TIERS):
+        raise ValueError(f"{path}: bundle tiers {meta['tiers']} differ from {list(TIERS)}")
+    booster = lgb.Booster(model_file=str(path / meta["model_file"]))
+    return TierModel(
+        booster,
+        list(meta["features"]),
+        TierRules(**meta["rules"]),
+        tuple(float(w) for w in meta["class_weights"]),  # type: ignore[arg-type]
+        {**meta["metadata"], "bundle": path.name},
+    )

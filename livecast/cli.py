@@ -500,6 +500,11 @@ def pipeline(
         _print_forecast(item)
 
 
+from livecast.cli_segment import segment as _segment  # noqa: E402
+
+app.command("segment")(_friendly_errors(_segment))
+
+
 def main() -> None:  # pragma: no cover - console entry
     sys.exit(app())
 

@@ -1,0 +1,637 @@
+"""Batch fan segmentation: score every fan's tier from a file or folder of fan events.
+
+:func:`segment_frame` is the one function that featurises and scores fan events: the batch run
+applies it (in SQL form, bucket by bucket), the Dask engine maps it over partitions, the HTTP
+service's ``/v1/segment`` and the notebooks call it directly. Features come from the one SQL
+definition in :mod:`features.fans`; probabilities and tiers from
+:func:`training.tiers.score_fans`.
+
+:func:`segment` is the batch run behind ``livecast segment``:
+
+1. **Inputs.** A Parquet or CSV file, or a folder of them (one kind per folder). Parquet is read
+   by DuckDB directly (never loaded whole into pandas); CSV is read with pandas and checked
+   with the pandera contract (CSV exports are small; convert big ones to Parquet).
+2. **Validation before anything is written.** For Parquet, one DuckDB scan checks the contract
+   columns (missing columns, null / empty ids, unparseable or null times, unknown event types,
+   negative or absurd amounts and watch times) and, in the same scan, counts the events and
+   finds the latest event time. Problems raise :class:`features.contract.ContractError` listing
+   the first rows of each problem (``file:row``, 0-based) with the number of failing rows.
+3. **Cutoff.** Default: the local midnight (``tz``) just after the latest event, i.e. the start
+   of the next day, so every event is used and day counts are calendar days, like training.
+4. **Buckets.** Fans are split into ``K`` hash buckets (``hash(fan_id) % K`` in DuckDB; ``K``
+   defaults to one bucket per :data:`BUCKET_EVENTS` events). Each bucket is featurised by the
+   fan SQL over the bucket's events, streamed out in record batches of :data:`BATCH_ROWS` fans,
+   scored and appended to a Parquet writer, so pandas memory is bounded by a batch and DuckDB's
+   by its ``memory_limit``. Every bucket rescans the input (cheap next to the aggregation), so
+   fewer, bigger buckets are faster: see ``benchmarks/bench_segment.py``.
+5. **Atomic output.** The Parquet (``fan_id``, ``tier``, ``p_core``, ``p_active``,
+   ``p_potential``, ``p_dormant``; rows grouped by bucket, sorted by fan_id within a bucket) is
+   written under a temporary name in the destination folder and renamed at the end, together
+   with the summary JSON beside it (``<out stem>.summary.json``). An interrupted run leaves no
+   partial file and a previous output untouched; rerunning is safe.
+6. **Summary.** Fans per tier, GMV share per tier (order amounts in the ``rules.window_days``
+   before the cutoff, i.e. the window the tier rules read, attributed to each fan's *predicted*
+   tier) and, given a previous run's output, the transition matrix (previous tier x new tier,
+   with ``(new)`` fans and fans ``(gone)`` from the new run).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from features.contract import (
+    DEFAULT_TZ,
+    EVENT_TYPES,
+    MAX_COUNT,
+    MAX_MONEY,
+    ContractError,
+    validate,
+)
+from features.fans import (
+    DAY_US,
+    MONEY_SCALE,
+    OPTIONAL_COLUMNS,
+    TIERS,
+    EventSource,
+    _events_cte,
+    connect,
+    cutoff_us,
+    fan_features,
+    fan_features_sql,
+)
+from features.io import atomic_path, read_frame
+
+if TYPE_CHECKING:
+    from training.tiers import TierModel
+
+SCORE_COLUMNS: tuple[str, ...] = (
+    "fan_id",
+    "tier",
+    "p_core",
+    "p_active",
+    "p_potential",
+    "p_dormant",
+)
+"""Columns of a segmentation output, in order."""
+REQUIRED_COLUMNS: tuple[str, ...] = ("fan_id", "room_id", "event_time", "event_type")
+"""Columns the fan_events contract requires (``session_id``, ``watch_seconds``, ``amount`` are
+optional; a purchase-only log has no watch times)."""
+BUCKET_EVENTS = 40_000_000
+"""Default events per hash bucket: ``K = ceil(events / BUCKET_EVENTS)``."""
+BATCH_ROWS = 262_144
+"""Fans per record batch streamed from DuckDB to the scorer and the Parquet writer."""
+FIRST_ROWS = 20
+"""Failing rows listed per problem (the total count is always given)."""
+PARQUET_SUFFIXES = (".parquet", ".pq")
+CSV_SUFFIXES = (".csv", ".tsv", ".txt")
+NEW, GONE = "(new)", "(gone)"
+
+OUTPUT_SCHEMA = pa.schema(
+    [
+        ("fan_id", pa.string()),
+        ("tier", pa.dictionary(pa.int8(), pa.string())),
+        ("p_core", pa.float64()),
+        ("p_active", pa.float64()),
+        ("p_potential", pa.float64()),
+        ("p_dormant", pa.float64()),
+    ]
+)
+
+Engine = Literal["local", "dask"]
+
+
+def empty_scores() -> pd.DataFrame:
+    """A segmentation frame with no rows and the output dtypes (also the Dask ``meta``)."""
+    out = pd.DataFrame(
+        {
+            "fan_id": pd.Series(dtype="str"),
+            "tier": pd.Series(pd.Categorical([], categories=list(TIERS))),
+        }
+    )
+    for col in SCORE_COLUMNS[2:]:
+        out[col] = pd.Series(dtype="float64")
+    return out
+
+
+def _score(model: TierModel, feats: pd.DataFrame, num_threads: int) -> pd.DataFrame:
+    from training.tiers import score_fans
+
+    if feats.empty:
+        return empty_scores()
+    return score_fans(model, feats, num_threads=num_threads)
+
+
+def segment_frame(
+    model: TierModel,
+    events: pd.DataFrame,
+    cutoff: pd.Timestamp | str,
+    *,
+    tz: str = DEFAULT_TZ,
+    num_threads: int = 0,
+) -> pd.DataFrame:
+    """Contract fan_events rows -> ``score_fans(model, fan_features(events, cutoff))``.
+
+    One row per fan with an event before ``cutoff``, sorted by fan_id: ``fan_id`` (str),
+    ``tier`` (category, TIERS) and the four probabilities (float64; ``p_dormant`` is the
+    churn-risk score). A naive ``cutoff`` is wall time in ``tz``. Frames of a few thousand fans
+    take milliseconds; the events are expected to be contract-valid (validate user input first,
+    e.g. with :func:`features.contract.validate`).
+    """
+    if events.empty:
+        return empty_scores()
+    feats = fan_features(events, cutoff, tz=tz)
+    return _score(model, feats, num_threads)
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs
+
+
+@dataclass(frozen=True)
+class EventInput:
+    """The event files of one run: all Parquet or all CSV."""
+
+    paths: tuple[Path, ...]
+    kind: Literal["parquet", "csv"]
+    label: str
+
+    def row_label(self, path: str, row: int) -> str | int:
+        """How a failing row is named: its 0-based row, prefixed by the file in a folder."""
+        return f"{Path(path).name}:{row}" if len(self.paths) > 1 else row
+
+
+def discover_inputs(path: str | Path) -> EventInput:
+    """The Parquet or CSV files at ``path`` (a file, or a folder of files of one kind)."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no such file or folder: {p}")
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith((".", "_")))
+        parquet = [f for f in files if f.suffix.lower() in PARQUET_SUFFIXES]
+        csv = [f for f in files if f.suffix.lower() in CSV_SUFFIXES]
+        if parquet and csv:
+            raise ValueError(f"{p}: holds both Parquet and CSV files; keep one kind per folder")
+        if not parquet and not csv:
+            raise FileNotFoundError(f"{p}: no .parquet or .csv files in this folder")
+        return EventInput(tuple(parquet or csv), "parquet" if parquet else "csv", str(p))
+    suffix = p.suffix.lower()
+    if suffix in PARQUET_SUFFIXES:
+        return EventInput((p,), "parquet", str(p))
+    if suffix in CSV_SUFFIXES:
+        return EventInput((p,), "csv", str(p))
+    raise ValueError(f"{p}: unsupported file type {suffix!r} (use .parquet or .csv)")
+
+
+@dataclass
+class OpenedEvents:
+    """Validated events exposed to DuckDB as the view ``name``."""
+
+    source: EventSource
+    events: int
+    max_time_us: int | None
+    cleanup: Callable[[], None] = field(default=lambda: None)
+
+
+def _sql_list(values: Iterable[str]) -> str:
+    return "(" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + ")"
+
+
+def _parquet_relation(inp: EventInput) -> str:
+    files = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in inp.paths) + "]"
+    return f"read_parquet({files}, filename = true, file_row_number = true, union_by_name = true)"
+
+
+_NAIVE = ("TIMESTAMP", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S", "DATE")
+_AWARE = ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ", "TIMESTAMPTZ_NS")
+_NUMERIC_PREFIXES = ("DOUBLE", "FLOAT", "DECIMAL", "BIGINT", "INTEGER", "SMALLINT", "TINYINT")
+
+
+def _open_parquet(con: duckdb.DuckDBPyConnection, inp: EventInput, tz: str) -> OpenedEvents:
+    """Expose Parquet events as a normalised view after checking them in one DuckDB scan."""
+    tag = uuid.uuid4().hex[:10]
+    raw, view = f"_raw_{tag}", f"_events_{tag}"
+    try:
+        con.execute(f"CREATE TEMP VIEW {raw} AS SELECT * FROM {_parquet_relation(inp)}")
+        types = {r[0]: str(r[1]) for r in con.execute(f"DESCRIBE {raw}").fetchall()}
+    except duckdb.Error as err:
+        raise ValueError(f"{inp.label}: cannot read the Parquet input: {err}") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in types]
+    if missing:
+        failures = pd.DataFrame(
+            {"row": "-", "column": missing, "check": "required column is missing", "value": None}
+        )
+        raise ContractError("fan_events", failures, inp.label)
+
+    time_type = types["event_time"].upper()
+    if time_type in _AWARE or time_type in _NAIVE:
+        t_expr = "event_time"
+    else:  # text times: naive text is wall time in tz (the connection's TimeZone)
+        t_expr = "TRY_CAST(CAST(event_time AS VARCHAR) AS TIMESTAMPTZ)"
+    naive = time_type in _NAIVE
+    present = [c for c in OPTIONAL_COLUMNS if c in types]
+
+    def num(col: str) -> str:
+        if types[col].upper().startswith(_NUMERIC_PREFIXES):
+            return f"CAST({col} AS DOUBLE)"
+        return f"TRY_CAST(CAST({col} AS VARCHAR) AS DOUBLE)"
+
+    def bad_id(col: str) -> str:
+        return f"{col} IS NULL OR length(CAST({col} AS VARCHAR)) NOT BETWEEN 1 AND 200"
+
+    checks: list[tuple[str, str, str]] = [
+        ("fan_id", "non-empty id of at most 200 characters", bad_id("fan_id")),
+        ("room_id", "non-empty id of at most 200 characters", bad_id("room_id")),
+        ("event_time", "parseable timestamp", f"({t_expr}) IS NULL"),
+        (
+            "event_type",
+            f"isin({list(EVENT_TYPES)})",
+            f"event_type IS NULL OR CAST(event_type AS VARCHAR) NOT IN {_sql_list(EVENT_TYPES)}",
+        ),
+    ]
+    limits = {"amount": MAX_MONEY, "watch_seconds": MAX_COUNT}
+    for col in present:
+        v = num(col)
+        checks.append(
+            (
+                col,
+                f"number in [0, {limits[col]:g}]",
+                f"{col} IS NOT NULL AND ({v} IS NULL OR NOT isfinite({v})"
+                f" OR {v} < 0 OR {v} > {limits[col]})",
+            )
+        )
+    counts = ", ".join(
+        f"count(*) FILTER ({pred}) AS bad_{i}" for i, (_, _, pred) in enumerate(checks)
+    )
+    if naive:
+        max_t = f"CAST(CAST(max({t_expr}) AS TIMESTAMP) AS VARCHAR)"
+    else:
+        max_t = f"epoch_us(CAST(max({t_expr}) AS TIMESTAMPTZ))"
+    try:
+        row = con.execute(f"SELECT count(*), {max_t}, {counts} FROM {raw}").fetchone()
+    except duckdb.Error as err:
+        raise ValueError(f"{inp.label}: cannot read the Parquet input: {err}") from None
+    assert row is not None
+    n_events, latest, bad = int(row[0]), row[1], [int(x) for x in row[2:]]
+    if any(bad):
+        parts = []
+        for (col, desc, pred), n_bad in zip(checks, bad, strict=True):
+            if not n_bad:
+                continue
+            rows = con.execute(
+                f"SELECT filename, file_row_number, CAST({col} AS VARCHAR) FROM {raw}"
+                f" WHERE {pred} ORDER BY filename, file_row_number LIMIT {FIRST_ROWS}"
+            ).fetchall()
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "row": [inp.row_label(f, int(r)) for f, r, _ in rows],
+                        "column": col,
+                        "check": f"{desc} ({n_bad:,} row{'s' if n_bad != 1 else ''} fail)",
+                        "value": [v for _, _, v in rows],
+                    }
+                )
+            )
+        raise ContractError("fan_events", pd.concat(parts, ignore_index=True), inp.label)
+
+    select = ["fan_id", f"{t_expr} AS event_time", "event_type"]
+    select += [f"{num(c)} AS {c}" for c in present]
+    con.execute(f"CREATE TEMP VIEW {view} AS SELECT {', '.join(select)} FROM {raw}")
+    latest_us: int | None
+    if latest is None:
+        latest_us = None
+    elif naive:
+        latest_us = cutoff_us(pd.Timestamp(latest), tz)
+    else:
+        latest_us = int(latest)
+    source = EventSource(view, frozenset(("fan_id", "event_time", "event_type", *present)), naive)
+
+    def cleanup() -> None:
+        con.execute(f"DROP VIEW IF EXISTS {view}")
+        con.execute(f"DROP VIEW IF EXISTS {raw}")
+
+    return OpenedEvents(source, n_events, latest_us, cleanup)
+
+
+def read_csv_events(inp: EventInput, tz: str) -> pd.DataFrame:
+    """CSV event files read with pandas and validated by the contract (one file at a time)."""
+    frames = []
+    for path in inp.paths:
+        raw = read_frame(path)
+        frames.append(validate(raw, "fan_events", source=str(path), tz=tz))
+    if len(frames) == 1:
+        return frames[0]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _open_frame(con: duckdb.DuckDBPyConnection, events: pd.DataFrame) -> OpenedEvents:
+    name = f"_events_{uuid.uuid4().hex[:10]}"
+    cols = [c for c in ("fan_id", "event_time", "event_type", *OPTIONAL_COLUMNS) if c in events]
+    con.register(name, events[cols])
+    latest = None if events.empty else int(events["event_time"].max().value // 1000)
+    return OpenedEvents(
+        EventSource(name, frozenset(cols), False),
+        len(events),
+        latest,
+        lambda: con.unregister(name),
+    )
+
+
+def default_cutoff(latest_us: int | None, tz: str = DEFAULT_TZ) -> pd.Timestamp:
+    """The local midnight in ``tz`` strictly after the latest event (the default cutoff)."""
+    if latest_us is None:
+        raise ValueError("the input has no fan events: nothing to segment")
+    latest = pd.Timestamp(latest_us, unit="us", tz="UTC").tz_convert(tz)
+    return latest.normalize() + pd.Timedelta(days=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    """What a batch run wrote and measured."""
+
+    out_path: Path
+    summary_path: Path
+    summary: dict[str, Any]
+    cutoff: pd.Timestamp
+    fans: int
+    events: int
+    partitions: int
+    engine: str
+    seconds: float
+
+
+def summary_path_for(out_path: str | Path) -> Path:
+    """Where the summary JSON of an output goes: ``<stem>.summary.json`` beside it."""
+    out = Path(out_path)
+    return out.with_name(out.stem + ".summary.json")
+
+
+def _table(scores: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(
+        scores[list(SCORE_COLUMNS)], schema=OUTPUT_SCHEMA, preserve_index=False
+    )
+
+
+def _local_batches(
+    con: duckdb.DuckDBPyConnection,
+    opened: OpenedEvents,
+    model: TierModel,
+    cutoff: pd.Timestamp,
+    k: int,
+    tz: str,
+    num_threads: int,
+) -> Iterator[tuple[int, pd.DataFrame]]:
+    """(bucket, scored batch) for every bucket, featurised by the fan SQL over its events."""
+    src = opened.source
+    for b in range(k):
+        if k == 1:
+            bucket = src
+        else:
+            rel = f"(SELECT * FROM {src.relation} WHERE hash(CAST(fan_id AS VARCHAR)) % {k} = {b})"
+            bucket = EventSource(rel, src.columns, src.naive_times)
+        sql = fan_features_sql(bucket, cutoff, tz=tz)
+        reader = con.sql(sql).to_arrow_reader(BATCH_ROWS)
+        for batch in reader:
+            feats = batch.to_pandas()
+            yield b, _score(model, feats, num_threads)
+        yield b, empty_scores()  # marks the end of the bucket (progress)
+
+
+def segment(
+    events_path: str | Path,
+    out_path: str | Path,
+    *,
+    model: TierModel,
+    cutoff: pd.Timestamp | str | None = None,
+    engine: Engine = "local",
+    scheduler: Any = None,
+    previous: str | Path | None = None,
+    partitions: int | None = None,
+    tz: str = DEFAULT_TZ,
+    num_threads: int = 0,
+    progress: bool = True,
+) -> SegmentResult:
+    """Score every fan in ``events_path`` and write ``out_path`` (Parquet) plus its summary.
+
+    ``engine="local"`` runs DuckDB hash buckets in this process; ``engine="dask"`` maps
+    :func:`segment_frame` over Dask partitions holding whole fans (``scheduler``: an address,
+    a ``distributed.Client``, or None for a ``LocalCluster``). ``partitions`` is the number of
+    buckets / Dask partitions (default from the event count). ``previous`` is an earlier output
+    for the transition matrix. Raises ``ContractError`` (bad rows) or ``ValueError`` /
+    ``FileNotFoundError`` (bad arguments) before writing anything.
+    """
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    if engine not in ("local", "dask"):
+        raise ValueError(f"engine must be 'local' or 'dask', got {engine!r}")
+    if partitions is not None and partitions < 1:
+        raise ValueError(f"partitions must be at least 1, got {partitions}")
+    out_path = Path(out_path)
+    if out_path.suffix.lower() not in PARQUET_SUFFIXES:
+        raise ValueError(f"{out_path}: the output must be a .parquet file")
+    previous_path = Path(previous) if previous is not None else None
+    if previous_path is not None:
+        _check_previous(previous_path)
+    inp = discover_inputs(events_path)
+    if out_path.resolve() in {p.resolve() for p in inp.paths}:
+        raise ValueError(f"{out_path}: the output would overwrite an input file")
+
+    con = connect()
+    con.execute(f"SET TimeZone = '{tz}'")
+    csv_frame = read_csv_events(inp, tz) if inp.kind == "csv" else None
+    opened = _open_frame(con, csv_frame) if csv_frame is not None else _open_parquet(con, inp, tz)
+    try:
+        cut = pd.Timestamp(cutoff) if cutoff is not None else default_cutoff(opened.max_time_us, tz)
+        if cut is pd.NaT:
+            raise ValueError(f"cutoff is not a time: {cutoff!r}")
+        if cut.tzinfo is None:
+            cut = cut.tz_localize(tz)
+        if engine == "local":
+            k = partitions or max(1, math.ceil(opened.events / BUCKET_EVENTS))
+            batches = _local_batches(con, opened, model, cut, k, tz, num_threads)
+        else:
+            from serving.dask_engine import dask_batches, default_partitions
+
+            k = partitions or default_partitions(opened.events)
+            batches = dask_batches(inp, model, cut, k, tz=tz, scheduler=scheduler, frame=csv_frame)
+        fans = 0
+        summary_path = summary_path_for(out_path)
+        with atomic_path(out_path) as tmp, atomic_path(summary_path) as tmp_summary:
+            bar = tqdm(total=k, unit="bucket", desc="segment", disable=not progress)
+            with pq.ParquetWriter(tmp, OUTPUT_SCHEMA) as writer:
+                done = -1
+                for b, scores in batches:
+                    if scores.empty:
+                        if b > done:
+                            bar.update(b - done)
+                            done = b
+                        continue
+                    writer.write_table(_table(scores))
+                    fans += len(scores)
+                    bar.set_postfix(fans=f"{fans:,}")
+            bar.close()
+            summary = summarise(con, tmp, opened.source, model, cut, tz, previous_path)
+            summary.update(
+                {
+                    "events_path": str(events_path),
+                    "out_path": str(out_path),
+                    "cutoff": cut.isoformat(),
+                    "events": opened.events,
+                    "engine": engine,
+                    "partitions": k,
+                    "model": model.metadata.get("bundle") or model.metadata.get("id"),
+                    "seconds": round(time.perf_counter() - t0, 3),
+                }
+            )
+            tmp_summary.write_text(json.dumps(summary, indent=2, default=str))
+    finally:
+        opened.cleanup()
+        con.close()
+    return SegmentResult(
+        out_path,
+        summary_path,
+        summary,
+        cut,
+        fans,
+        opened.events,
+        k,
+        engine,
+        round(time.perf_counter() - t0, 3),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Summary
+
+
+def _check_previous(path: Path) -> None:
+    if not path.exists():
+        raise FileNotFoundError(f"no such previous output: {path}")
+    names = pq.read_schema(path).names
+    missing = [c for c in ("fan_id", "tier") if c not in names]
+    if missing:
+        raise ValueError(
+            f"{path}: not a segmentation output (lacks {', '.join(missing)});"
+            " pass the Parquet a previous livecast segment run wrote"
+        )
+
+
+def _relation_of_file(path: Path) -> str:
+    return "read_parquet('" + str(path).replace("'", "''") + "')"
+
+
+def summarise(
+    con: duckdb.DuckDBPyConnection,
+    scores_path: Path,
+    source: EventSource,
+    model: TierModel,
+    cutoff: pd.Timestamp,
+    tz: str,
+    previous: Path | None = None,
+) -> dict[str, Any]:
+    """Fans and GMV share per predicted tier, and the transition matrix against ``previous``.
+
+    GMV is the sum of order amounts in ``[cutoff - rules.window_days, cutoff)`` (the window the
+    tier rules read), per fan, attributed to the fan's predicted tier.
+    """
+    scores = _relation_of_file(scores_path)
+    window = int(model.rules.window_days)
+    c = cutoff_us(cutoff, tz)
+    gmv_sql = f"""WITH {_events_cte(source, tz, None)},
+g AS (
+    SELECT fan_id, sum(amount_c) AS amount_c FROM ev
+    WHERE event_type = 'order' AND t_us >= {c - window * DAY_US} AND t_us < {c}
+    GROUP BY fan_id
+),
+s AS (SELECT fan_id, CAST(tier AS VARCHAR) AS tier FROM {scores})
+SELECT s.tier, count(*) AS fans, COALESCE(sum(g.amount_c), 0) / {MONEY_SCALE} AS gmv
+FROM s LEFT JOIN g USING (fan_id)
+GROUP BY s.tier"""
+    rows = {t: (int(n), float(v)) for t, n, v in con.execute(gmv_sql).fetchall()}
+    total_fans = sum(n for n, _ in rows.values())
+    total_gmv = sum(v for _, v in rows.values())
+    tiers = {}
+    for t in TIERS:
+        n, v = rows.get(t, (0, 0.0))
+        tiers[t] = {
+            "fans": n,
+            "fan_share": n / total_fans if total_fans else 0.0,
+            "gmv": round(v, 2),
+            "gmv_share": v / total_gmv if total_gmv else 0.0,
+        }
+    out: dict[str, Any] = {
+        "fans": total_fans,
+        "gmv_window_days": window,
+        "gmv": round(total_gmv, 2),
+        "tiers": tiers,
+        "transition": None,
+    }
+    if previous is not None:
+        out["transition"] = {
+            "previous": str(previous),
+            "matrix": transition_matrix(con, previous, scores_path),
+        }
+    return out
+
+
+def transition_matrix(
+    con: duckdb.DuckDBPyConnection, previous: Path, current: Path
+) -> dict[str, dict[str, int]]:
+    """Fans by (previous tier, new tier): ``{previous: {new: count}}``.
+
+    Rows are the previous tiers plus ``(new)`` (fans absent from the previous output); columns
+    the new tiers plus ``(gone)`` (fans absent from the new output). Every cell is present.
+    """
+    sql = f"""SELECT
+    COALESCE(CAST(p.tier AS VARCHAR), '{NEW}') AS prev,
+    COALESCE(CAST(c.tier AS VARCHAR), '{GONE}') AS cur,
+    count(*) AS n
+FROM (SELECT CAST(fan_id AS VARCHAR) AS fan_id, tier FROM {_relation_of_file(previous)}) p
+FULL OUTER JOIN (SELECT fan_id, tier FROM {_relation_of_file(current)}) c USING (fan_id)
+GROUP BY ALL"""
+    counts = con.execute(sql).fetchall()
+    unknown = sorted({p for p, _, _ in counts} - {*TIERS, NEW})
+    if unknown:
+        raise ValueError(f"{previous}: unknown tier(s) {unknown}; expected one of {list(TIERS)}")
+    matrix = {p: {c: 0 for c in (*TIERS, GONE)} for p in (*TIERS, NEW)}
+    for p, c, n in counts:
+        matrix[p][c] = int(n)
+    return matrix
+
+
+def read_scores(path: str | Path) -> pd.DataFrame:
+    """A segmentation output as a frame sorted by fan_id (tier as category, TIERS order)."""
+    df = pd.read_parquet(path)
+    df["tier"] = pd.Categorical(df["tier"].astype("str"), categories=list(TIERS))
+    return df.sort_values("fan_id", kind="stable").reset_index(drop=True)
+
+
+__all__ = [
+    "SCORE_COLUMNS",
+    "EventInput",
+    "SegmentResult",
+    "default_cutoff",
+    "discover_inputs",
+    "empty_scores",
+    "read_scores",
+    "segment",
+    "segment_frame",
+    "summarise",
+    "transition_matrix",
+]

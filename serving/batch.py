@@ -41,8 +41,8 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Generator, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -201,7 +201,6 @@ class OpenedEvents:
     source: EventSource
     events: int
     max_time_us: int | None
-    cleanup: Callable[[], None] = field(default=lambda: None)
 
 
 def _sql_list(values: Iterable[str]) -> str:
@@ -316,12 +315,7 @@ def _open_parquet(con: duckdb.DuckDBPyConnection, inp: EventInput, tz: str) -> O
     else:
         latest_us = int(latest)
     source = EventSource(view, frozenset(("fan_id", "event_time", "event_type", *present)), naive)
-
-    def cleanup() -> None:
-        con.execute(f"DROP VIEW IF EXISTS {view}")
-        con.execute(f"DROP VIEW IF EXISTS {raw}")
-
-    return OpenedEvents(source, n_events, latest_us, cleanup)
+    return OpenedEvents(source, n_events, latest_us)
 
 
 def read_csv_events(inp: EventInput, tz: str) -> pd.DataFrame:
@@ -340,12 +334,7 @@ def _open_frame(con: duckdb.DuckDBPyConnection, events: pd.DataFrame) -> OpenedE
     cols = [c for c in ("fan_id", "event_time", "event_type", *OPTIONAL_COLUMNS) if c in events]
     con.register(name, events[cols])
     latest = None if events.empty else int(events["event_time"].max().value // 1000)
-    return OpenedEvents(
-        EventSource(name, frozenset(cols), False),
-        len(events),
-        latest,
-        lambda: con.unregister(name),
-    )
+    return OpenedEvents(EventSource(name, frozenset(cols), False), len(events), latest)
 
 
 def default_cutoff(latest_us: int | None, tz: str = DEFAULT_TZ) -> pd.Timestamp:
@@ -395,7 +384,7 @@ def _local_batches(
     k: int,
     tz: str,
     num_threads: int,
-) -> Iterator[tuple[int, pd.DataFrame]]:
+) -> Generator[tuple[int, pd.DataFrame]]:
     """(bucket, scored batch) for every bucket, featurised by the fan SQL over its events."""
     src = opened.source
     for b in range(k):
@@ -456,6 +445,7 @@ def segment(
     con.execute(f"SET TimeZone = '{tz}'")
     csv_frame = read_csv_events(inp, tz) if inp.kind == "csv" else None
     opened = _open_frame(con, csv_frame) if csv_frame is not None else _open_parquet(con, inp, tz)
+    batches: Generator[tuple[int, pd.DataFrame]] | None = None
     try:
         cut = pd.Timestamp(cutoff) if cutoff is not None else default_cutoff(opened.max_time_us, tz)
         if cut is pd.NaT:
@@ -501,8 +491,9 @@ def segment(
             )
             tmp_summary.write_text(json.dumps(summary, indent=2, default=str))
     finally:
-        opened.cleanup()
-        con.close()
+        if batches is not None:
+            batches.close()  # releases an open DuckDB result or the Dask client
+        con.close()  # drops the temporary views
     return SegmentResult(
         out_path,
         summary_path,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -93,7 +93,7 @@ def dask_batches(
     tz: str = DEFAULT_TZ,
     scheduler: Any = None,
     frame: pd.DataFrame | None = None,
-) -> Iterator[tuple[int, pd.DataFrame]]:
+) -> Generator[tuple[int, pd.DataFrame]]:
     """(partition, scored fans) for each of ``partitions`` fan-hash partitions, in order.
 
     After each partition's frame an empty frame marks the partition done (progress).

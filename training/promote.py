@@ -1,9 +1,11 @@
 """``promote``: move the ``@champion`` alias to a candidate only when it beats the champion.
 
 The gate compares the two on the same backtest folds (same data fingerprint and cut dates): the
-candidate is promoted when its mean model WAPE over the gate targets is lower than the
-champion's. When the champion was evaluated on other folds, both configurations are backtested
-again on the current data. A candidate that does not win gets the ``@challenger`` alias.
+candidate is promoted when its mean model score over the gate targets is better than the
+champion's (for the forecaster: lower WAPE over viewers and GMV). When the champion was
+evaluated on other folds, both configurations are backtested again on the current data. A
+candidate that does not win gets the ``@challenger`` alias. A :class:`Gate` describes one
+model family (the forecaster by default; the fan-tier model passes its own).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.bundle import set_champion
+from training.bundle import CHAMPION_FILE, set_champion
 from training.registry import (
     CHALLENGER,
     CHAMPION,
@@ -27,17 +29,40 @@ GATE_TARGETS: tuple[str, ...] = ("viewers", "gmv")
 
 
 @dataclass(frozen=True)
+class Gate:
+    """One model family's gate: its registered targets, the run metric it compares, the
+    direction, and its champion pointer file in ``models/``."""
+
+    targets: tuple[str, ...]
+    gate_targets: tuple[str, ...]
+    metric: str = "model_wape"
+    label: str = "WAPE"
+    higher_is_better: bool = False
+    optional: tuple[str, ...] = ()
+    pointer: str = CHAMPION_FILE
+    train_command: str = "livecast train"
+
+
+FORECASTER_GATE = Gate(
+    targets=(*GATE_TARGETS, "orders"), gate_targets=GATE_TARGETS, optional=("orders",)
+)
+
+
+@dataclass(frozen=True)
 class Candidate:
     train_id: str
     versions: dict[str, str]
-    wape: dict[str, float]
+    scores: dict[str, float]
+    """The gate metric of each target (WAPE for the forecaster)."""
     fold_signature: str
     bundle: str
     params: dict[str, str] = field(default_factory=dict)
+    gate: Gate = FORECASTER_GATE
 
     @property
     def score(self) -> float:
-        return sum(self.wape[t] for t in GATE_TARGETS) / len(GATE_TARGETS)
+        targets = self.gate.gate_targets
+        return sum(self.scores[t] for t in targets) / len(targets)
 
 
 @dataclass(frozen=True)
@@ -48,37 +73,45 @@ class Decision:
     champion: Candidate | None
 
 
-def _describe(versions: dict[str, Any], uri: str) -> Candidate:
-    wape: dict[str, float] = {}
+def _describe(versions: dict[str, Any], uri: str, gate: Gate = FORECASTER_GATE) -> Candidate:
+    scores: dict[str, float] = {}
     sig = bundle = train_id = ""
     params: dict[str, str] = {}
     for target, mv in versions.items():
         params, metrics, tags = run_data(mv.run_id, uri)
-        wape[target] = float(metrics["model_wape"])
+        scores[target] = float(metrics[gate.metric])
         sig, bundle, train_id = tags["fold_signature"], tags["bundle"], tags["train_id"]
     return Candidate(
-        train_id, {t: str(mv.version) for t, mv in versions.items()}, wape, sig, bundle, params
+        train_id,
+        {t: str(mv.version) for t, mv in versions.items()},
+        scores,
+        sig,
+        bundle,
+        params,
+        gate,
     )
 
 
-def candidate_versions(uri: str, train_id: str | None = None) -> dict[str, Any]:
+def candidate_versions(
+    uri: str, train_id: str | None = None, gate: Gate = FORECASTER_GATE
+) -> dict[str, Any]:
     """The model versions of one training run (default: the latest registered one)."""
     import mlflow
 
     configure(uri)
     client = mlflow.MlflowClient()
     out = {}
-    for target in (*GATE_TARGETS, "orders"):
+    for target in gate.targets:
         found = client.search_model_versions(f"name = '{model_name(target)}'")
         if train_id:
             found = [v for v in found if v.tags.get("train_id") == train_id]
         if not found:
-            if target == "orders":
+            if target in gate.optional:
                 continue
             raise ValueError(
                 f"no registered version of {model_name(target)}"
                 + (f" for train id {train_id}" if train_id else "")
-                + ": run livecast train first"
+                + f": run {gate.train_command} first"
             )
         out[target] = max(found, key=lambda v: int(v.version))
     return out
@@ -92,10 +125,17 @@ def decide(candidate: Candidate, champion: Candidate | None) -> tuple[bool, str]
         return False, "the candidate already is the champion"
     if candidate.fold_signature != champion.fold_signature:
         raise ValueError("candidate and champion were backtested on different folds")
+    gate = candidate.gate
     detail = ", ".join(
-        f"{t} WAPE {candidate.wape[t]:.4f} vs {champion.wape[t]:.4f}" for t in GATE_TARGETS
+        f"{t} {gate.label} {candidate.scores[t]:.4f} vs {champion.scores[t]:.4f}"
+        for t in gate.gate_targets
     )
-    if candidate.score < champion.score:
+    better = (
+        candidate.score > champion.score
+        if gate.higher_is_better
+        else candidate.score < champion.score
+    )
+    if better:
         return True, f"candidate beats the champion ({detail})"
     return False, f"candidate does not beat the champion ({detail}); it stays a challenger"
 
@@ -106,18 +146,23 @@ def promote(
     models_dir: Path,
     train_id: str | None = None,
     reevaluate: Any = None,
+    dry_run: bool = False,
+    gate: Gate = FORECASTER_GATE,
 ) -> Decision:
     """Compare the candidate with the current champion and move the aliases.
 
-    ``reevaluate(params: dict) -> dict[target, wape]`` is called for both when their folds
-    differ (the CLI passes a function that backtests on the current data).
+    ``reevaluate(params: dict) -> dict[target, score]`` is called for both when their folds
+    differ (the CLI passes a function that backtests on the current data). With ``dry_run``
+    the decision is returned and nothing moves (no alias, no ``champion.json``).
     """
-    cand_versions = candidate_versions(uri, train_id)
-    candidate = _describe(cand_versions, uri)
+    cand_versions = candidate_versions(uri, train_id, gate)
+    candidate = _describe(cand_versions, uri, gate)
     champ_versions = {
         t: mv for t in cand_versions if (mv := alias_version(t, CHAMPION, uri)) is not None
     }
-    champion = _describe(champ_versions, uri) if len(champ_versions) == len(cand_versions) else None
+    champion = (
+        _describe(champ_versions, uri, gate) if len(champ_versions) == len(cand_versions) else None
+    )
     if (
         champion is not None
         and champion.fold_signature != candidate.fold_signature
@@ -127,15 +172,17 @@ def promote(
             raise ValueError(
                 "the champion was evaluated on other folds; pass --data to backtest both again"
             )
-        candidate = Candidate(**{**candidate.__dict__, "wape": reevaluate(candidate.params)})
+        candidate = Candidate(**{**candidate.__dict__, "scores": reevaluate(candidate.params)})
         champion = Candidate(
             **{
                 **champion.__dict__,
-                "wape": reevaluate(champion.params),
+                "scores": reevaluate(champion.params),
                 "fold_signature": candidate.fold_signature,
             }
         )
     promoted, reason = decide(candidate, champion)
+    if dry_run:
+        return Decision(promoted, reason, candidate, champion)
     if promoted:
         for target, ver in candidate.versions.items():
             move_alias(target, CHAMPION, ver, uri)
@@ -143,6 +190,7 @@ def promote(
             models_dir,
             Path(models_dir) / candidate.bundle,
             {"train_id": candidate.train_id, "versions": candidate.versions},
+            gate.pointer,
         )
     elif champion is None or champion.train_id != candidate.train_id:
         for target, ver in candidate.versions.items():

@@ -271,6 +271,11 @@ async function post(path, payload) {
   return { ok: resp.ok, status: resp.status, body };
 }
 
+/** Count answers shown in a view (tests wait for the count to move). */
+function bump(el) {
+  el.dataset.renders = String(Number(el.dataset.renders || 0) + 1);
+}
+
 function setBusy(btn, busy) {
   btn.disabled = busy;
   btn.classList.toggle("busy", busy);
@@ -414,10 +419,12 @@ async function onForecast(ev) {
   if (!res.ok) {
     showErrors("#form-errors", res.status, res.body, "The service rejected the plan");
     markStale();
+    bump($("#view-forecast"));
     return;
   }
   showModel(res.body.model);
   renderForecast(res.body.forecasts[0], res.body.model);
+  bump($("#view-forecast"));
 }
 
 // ---------------------------------------------------------------------------- compare view
@@ -516,10 +523,12 @@ async function onCompare() {
   setBusy(btn, false);
   if (!res.ok) {
     showErrors("#compare-errors", res.status, res.body, "The service rejected the comparison");
+    bump($("#view-compare"));
     return;
   }
   showModel(res.body.model);
   renderCompare(res.body);
+  bump($("#view-compare"));
 }
 
 // ---------------------------------------------------------------------------- suggest view
@@ -595,11 +604,13 @@ async function onSuggest() {
   setBusy(btn, false);
   if (!res.ok) {
     showErrors("#suggest-errors", res.status, res.body, "The service rejected the search");
+    bump($("#view-suggest"));
     return;
   }
   $("#suggest-size").textContent = `answered in ${Math.round(performance.now() - t0)} ms`;
   showModel(res.body.model);
   renderSuggest(res.body);
+  bump($("#view-suggest"));
 }
 
 /** Put a SessionPlan (e.g. a suggestion) into the form. */

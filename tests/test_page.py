@@ -1,0 +1,443 @@
+"""Browser test of the planner page, against the real service in a subprocess.
+
+A small forecaster bundle is fitted on the small simulated dataset, the BentoML service is
+started on it on a free loopback port, and headless Debian Chromium (Playwright, sync API)
+drives the page served at ``/``: it fills the draft-plan form, submits, and checks that every
+number shown equals the API's answer for the same plan (exact values sit in ``data-value``
+attributes, the text is checked against the page's formatting). It also checks that a bad input
+shows the API's own error next to the form, exercises compare and suggest, and that the page
+loads nothing from outside the service (it works offline).
+
+Regenerate the README screenshot with::
+
+    LIVECAST_PAGE_SCREENSHOT=docs/planner_page.png uv run --frozen pytest tests/test_page.py
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+
+from features.plan import ProductLine, SessionPlan
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+READY_TIMEOUT_S = 120
+SCREENSHOT_ENV = "LIVECAST_PAGE_SCREENSHOT"
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="Debian's chromium is not installed at /usr/bin/chromium (apt-get install chromium)",
+)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def page_bundle(small_dataset, tmp_path_factory) -> Path:
+    """A small forecaster bundle (few trees: the page test checks plumbing, not accuracy)."""
+    from training.bundle import save_bundle
+    from training.data import training_frame
+    from training.models import ForecastParams, fit_forecaster
+
+    frame = training_frame(small_dataset.sessions, small_dataset.session_products)
+    forecaster = fit_forecaster(frame, ForecastParams(max_rounds=120, num_threads=1))
+    forecaster.metadata.update({"train_id": "page-test"})
+    out = tmp_path_factory.mktemp("page-models") / "forecaster-page-test"
+    return save_bundle(forecaster, small_dataset.sessions, small_dataset.session_products, out)
+
+
+@pytest.fixture(scope="module")
+def service(page_bundle: Path, tmp_path_factory) -> Iterator[str]:
+    """The real service on a free loopback port; yields its base URL."""
+    port = _free_port()
+    work = tmp_path_factory.mktemp("page-service")
+    env = {
+        **os.environ,
+        "LIVECAST_SERVE_BUNDLE": str(page_bundle),
+        "LIVECAST_SERVE_TIER_BUNDLE": str(page_bundle.parent),
+        "LIVECAST_MODELS_DIR": str(page_bundle.parent),
+        "BENTOML_HOME": str(work / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
+    bentoml = Path(sys.executable).parent / "bentoml"
+    cmd = [str(bentoml), "serve", "serving.service:Livecast", "--host", "127.0.0.1"]
+    cmd += ["--port", str(port)]
+    log = work / "service.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"service exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"service not ready in {READY_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class PageRun:
+    """One browser tab on the planner page, recording console errors and off-site requests."""
+
+    def __init__(self, browser: Any, url: str) -> None:
+        self.url = url
+        self.context = browser.new_context(
+            viewport={"width": 1440, "height": 1000}, locale="en-GB", timezone_id="Asia/Shanghai"
+        )
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.foreign: list[str] = []
+        host = urlparse(url).netloc
+        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.page.on(
+            "console",
+            lambda m: (
+                self.errors.append(m.text)
+                if m.type == "error" and "status of 400" not in m.text
+                else None
+            ),
+        )
+
+        def guard(route: Any) -> None:
+            if urlparse(route.request.url).netloc not in (host, ""):
+                self.foreign.append(route.request.url)
+                route.abort()
+            else:
+                route.continue_()
+
+        self.page.route("**/*", guard)
+        self.page.goto(url + "/")
+        self.page.wait_for_selector("body[data-ready='true']")
+
+    def renders(self, view: str) -> int:
+        return int(self.page.get_attribute(f"#view-{view}", "data-renders") or 0)
+
+    def submit(self, view: str, button: str, endpoint: str) -> dict[str, Any]:
+        """Click a button, wait for the view to show the answer; return the request body."""
+        before = self.renders(view)
+        with self.page.expect_request(f"**{endpoint}") as req:
+            self.page.click(button)
+        self.page.wait_for_function(
+            f"Number(document.querySelector('#view-{view}').dataset.renders || 0) > {before}"
+        )
+        return req.value.post_data_json
+
+    def value(self, field: str, root: str = "body") -> float:
+        return float(self.page.get_attribute(f"{root} [data-field='{field}']", "data-value"))
+
+    def text(self, field: str, root: str = "body") -> str:
+        return self.page.inner_text(f"{root} [data-field='{field}']").strip()
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def planner(browser: Any, service: str) -> Iterator[PageRun]:
+    run = PageRun(browser, service)
+    yield run
+    assert not run.errors, f"browser errors: {run.errors}"
+    assert not run.foreign, f"the page reached outside the service: {run.foreign}"
+    run.close()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _count(v: float) -> str:
+    return f"{v:,.0f}"
+
+
+def _cny(v: float) -> str:
+    return f"¥{v:,.0f}"
+
+
+def _pct(v: float) -> str:
+    return f"{v * 100:.2f}%"
+
+
+def _cny2(v: float) -> str:
+    return f"¥{v:,.2f}"
+
+
+def _ratio(r: float | None) -> str:
+    if r is None:
+        return "n/a"
+    pct = (r - 1) * 100
+    sign = "+" if pct > 0.05 else "−" if pct < -0.05 else "±"
+    return f"{sign}{abs(pct):.1f}%"
+
+
+def _post(url: str, path: str, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(url + path, json=body, timeout=30)
+
+
+DRAFT = SessionPlan(
+    room_id="room-003",
+    platform="kuaishou",
+    start_time=datetime.fromisoformat("2026-11-10T20:30:00+08:00"),
+    planned_duration_min=150,
+    session_type="festival_promo",
+    title="双11 狂欢 福利秒杀",
+    lottery_count=2,
+    red_envelope_count=1,
+    flash_sale_rounds=5,
+    coupon_value=15,
+    warmup_videos=4,
+    community_pushes=2,
+    paid_promo_budget=3000,
+    products=[
+        ProductLine(sku_id="A-01", category="apparel", list_price=259, live_price=169, stock=600),
+        ProductLine(sku_id="A-02", category="apparel", list_price=129, live_price=89, stock=900),
+        ProductLine(
+            sku_id="A-03",
+            category="accessories",
+            list_price=89,
+            live_price=59,
+            stock=400,
+            is_new_launch=True,
+        ),
+        ProductLine(sku_id="A-04", category="apparel", list_price=399, live_price=299),
+    ],
+)
+
+
+def _fill_plan(page: Any, plan: SessionPlan) -> None:
+    """Type a plan into the form the way a planner would."""
+    start = plan.start_time
+    page.fill("#room_id", plan.room_id)
+    page.select_option("#platform", plan.platform)
+    page.fill("#start_date", start.strftime("%Y-%m-%d"))
+    page.fill("#start_clock", start.strftime("%H:%M"))
+    page.select_option("#start_tz", start.strftime("%z")[:3] + ":" + start.strftime("%z")[3:])
+    page.fill("#planned_duration_min", f"{plan.planned_duration_min:g}")
+    page.select_option("#session_type", plan.session_type)
+    page.fill("#title", plan.title)
+    page.fill(
+        "#followers_at_start",
+        "" if plan.followers_at_start is None else str(plan.followers_at_start),
+    )
+    page.select_option("#room_category", plan.room_category or "")
+    for name in (
+        "lottery_count",
+        "red_envelope_count",
+        "flash_sale_rounds",
+        "warmup_videos",
+        "community_pushes",
+    ):
+        page.fill(f"#{name}", str(getattr(plan, name)))
+    page.fill("#coupon_value", f"{plan.coupon_value:g}")
+    page.fill("#paid_promo_budget", f"{plan.paid_promo_budget:g}")
+    page.fill("#discount_depth", "" if plan.discount_depth is None else f"{plan.discount_depth:g}")
+    products = plan.products or []
+    while page.locator("#sku-rows tr").count() > len(products):
+        page.click("#sku-rows tr:last-child .remove-sku")
+    while page.locator("#sku-rows tr").count() < len(products):
+        page.click("#add-sku")
+    for i, p in enumerate(products, start=1):
+        row = f"#sku-rows tr:nth-child({i})"
+        page.fill(f"{row} .sku-id", p.sku_id)
+        page.select_option(f"{row} .sku-cat", p.category)
+        page.fill(f"{row} .sku-list", f"{p.list_price:g}")
+        page.fill(f"{row} .sku-live", f"{p.live_price:g}")
+        page.fill(f"{row} .sku-stock", "" if p.stock is None else str(p.stock))
+        page.set_checked(f"{row} .sku-new", p.is_new_launch)
+
+
+def _check_forecast(run: PageRun, api: dict[str, Any], model: dict[str, Any]) -> None:
+    """Every number of the forecast view equals the API's answer."""
+    root = "[data-testid='forecast']"
+    for target, fmt in (("viewers", _count), ("orders", _count), ("gmv", _cny)):
+        for q in ("p10", "p50", "p90"):
+            field = f"{target}.{q}"
+            assert run.value(field, root) == api[target][q], field
+            assert run.text(field, root) == fmt(api[target][q]), field
+    assert run.value("conversion", root) == api["conversion"]
+    assert run.text("conversion", root) == _pct(api["conversion"])
+    assert run.value("aov", root) == api["aov"]
+    assert run.text("aov", root) == _cny2(api["aov"])
+    badge = run.page.locator("[data-testid='cold-start']")
+    assert badge.get_attribute("data-value") == str(api["cold_start"]).lower()
+    assert ("Cold start" in badge.inner_text()) == api["cold_start"]
+    ex = api["explanation"]
+    for fam, mult in ex["multipliers"].items():
+        assert run.value(f"families.{fam}", root) == mult, fam
+    shown = run.page.locator(f"{root} [data-testid='drivers'] tr[data-feature]")
+    assert shown.count() == len(ex["drivers"])
+    for i, d in enumerate(ex["drivers"]):
+        assert shown.nth(i).get_attribute("data-feature") == d["feature"]
+        assert run.value(f"drivers.{i}.multiplier", root) == d["multiplier"]
+        assert f"×{d['multiplier']:.2f}" in run.text(f"drivers.{i}.multiplier", root)
+    assert run.page.get_attribute("#model-info", "data-bundle") == model["bundle"]
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_forecast_shows_the_api_answer(planner: PageRun, tmp_path: Path) -> None:
+    _fill_plan(planner.page, DRAFT)
+    sent = planner.submit("forecast", "#forecast-btn", "/v1/forecast")
+    # the form produced exactly the plan that was typed in
+    assert SessionPlan.model_validate(sent["plans"][0]) == DRAFT
+    resp = _post(planner.url, "/v1/forecast", {"plans": [DRAFT.model_dump(mode="json")]})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    api = body["forecasts"][0]
+    assert api["cold_start"] is False
+    _check_forecast(planner, api, body["model"])
+    assert planner.page.is_hidden("#form-errors")
+
+    shot = tmp_path / "planner_page.png"
+    planner.page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    if target := os.environ.get(SCREENSHOT_ENV):
+        planner.page.screenshot(path=str(ROOT / target), full_page=True)
+
+
+def test_unknown_room_is_flagged_cold_start(planner: PageRun) -> None:
+    plan = DRAFT.model_copy(
+        update={
+            "room_id": "brand-new-room",
+            "followers_at_start": 25_000,
+            "room_category": "apparel",
+        }
+    )
+    _fill_plan(planner.page, plan)
+    sent = planner.submit("forecast", "#forecast-btn", "/v1/forecast")
+    assert SessionPlan.model_validate(sent["plans"][0]) == plan
+    body = _post(planner.url, "/v1/forecast", {"plans": [plan.model_dump(mode="json")]}).json()
+    api = body["forecasts"][0]
+    assert api["cold_start"] is True
+    _check_forecast(planner, api, body["model"])
+
+
+def test_bad_input_shows_the_api_error_beside_the_form(planner: PageRun) -> None:
+    page = planner.page
+    page.fill("#planned_duration_min", "-30")
+    page.fill("#sku-rows tr:nth-child(2) .sku-live", "0")
+    page.fill("#discount_depth", "1.5")
+    sent = planner.submit("forecast", "#forecast-btn", "/v1/forecast")
+    resp = _post(planner.url, "/v1/forecast", sent)
+    assert resp.status_code == 400, resp.text
+    shown = page.inner_text("[data-testid='form-errors']")
+    assert "HTTP 400" in shown
+    for field in ("planned_duration_min", "products[1].live_price", "discount_depth"):
+        assert field in shown, (field, shown)
+    for item in resp.json()["detail"]:
+        assert item["msg"] in shown, item
+    # the failing inputs are marked, the untouched ones are not
+    assert "invalid" in page.get_attribute("#planned_duration_min", "class")
+    assert "invalid" in page.get_attribute("#discount_depth", "class")
+    assert "invalid" in page.get_attribute("#sku-rows tr:nth-child(2) .sku-live", "class")
+    assert "invalid" not in (page.get_attribute("#room_id", "class") or "")
+    assert page.is_hidden("[data-testid='forecast']")
+
+    # fixing the input clears the errors and shows a forecast
+    page.fill("#planned_duration_min", "180")
+    page.fill("#sku-rows tr:nth-child(2) .sku-live", "99")
+    page.fill("#discount_depth", "")
+    planner.submit("forecast", "#forecast-btn", "/v1/forecast")
+    assert page.is_hidden("#form-errors")
+    assert page.is_visible("[data-testid='forecast']")
+
+
+def test_compare_variants_match_the_api(planner: PageRun) -> None:
+    page = planner.page
+    page.click("#tab-compare")
+    names = page.locator("#variant-rows .v-name")
+    assert names.count() == 3  # presets: another start hour, no promos, double paid warm-up
+    page.click("#add-variant")
+    page.fill("#variant-rows tr:last-child .v-name", "Morning 10:00")
+    page.fill("#variant-rows tr:last-child [data-key='start_hour']", "10")
+    sent = planner.submit("compare", "#compare-btn", "/v1/compare")
+    assert [v["name"] for v in sent["variants"]][-1] == "Morning 10:00"
+    assert sent["variants"][-1]["plan"]["start_time"].startswith("2026-06-18T10:00:00")
+    assert sent["variants"][1]["plan"]["lottery_count"] == 0
+    resp = _post(planner.url, "/v1/compare", sent)
+    assert resp.status_code == 200, resp.text
+    api = resp.json()
+    root = "[data-testid='compare-result']"
+    headers = page.locator(f"{root} thead th").all_inner_texts()
+    assert [h.strip() for h in headers[2:]] == [v["name"] for v in api["variants"]]
+    assert planner.value("base.gmv", root) == api["base"]["gmv"]["p50"]
+    assert planner.value("base.conversion", root) == api["base"]["conversion"]
+    for i, v in enumerate(api["variants"]):
+        for key, fmt in (("viewers", _count), ("gmv", _cny), ("aov", _cny2)):
+            d = v["differences"][key]
+            assert planner.value(f"variants.{i}.{key}.value", root) == d["value"]
+            assert planner.text(f"variants.{i}.{key}.value", root) == fmt(d["value"])
+            assert planner.text(f"variants.{i}.{key}.ratio", root) == _ratio(d["ratio"])
+
+
+def test_suggest_shows_the_top_variants(planner: PageRun) -> None:
+    page = planner.page
+    page.click("#tab-suggest")
+    sent = planner.submit("suggest", "#suggest-btn", "/v1/suggest")
+    assert sent["space"]["start_hour"] == {"min": 17, "max": 23}
+    resp = _post(planner.url, "/v1/suggest", sent)
+    assert resp.status_code == 200, resp.text
+    api = resp.json()
+    root = "[data-testid='suggest-result']"
+    assert planner.value("n_candidates", root) == api["n_candidates"]
+    rows = page.locator(f"{root} tbody tr")
+    assert rows.count() == len(api["suggestions"]) == sent["top_k"]
+    for i, s in enumerate(api["suggestions"]):
+        assert rows.nth(i).get_attribute("data-rank") == str(s["rank"])
+        assert planner.value(f"suggestions.{i}.gmv.p50", root) == s["forecast"]["gmv"]["p50"]
+        assert planner.text(f"suggestions.{i}.gmv.p50", root) == _cny(s["forecast"]["gmv"]["p50"])
+    # the best suggestion loads into the form and is forecast as typed
+    before = planner.renders("forecast")
+    rows.nth(0).locator(".use-plan").click()
+    page.wait_for_function(
+        f"Number(document.querySelector('#view-forecast').dataset.renders || 0) > {before}"
+    )
+    shown = planner.value("gmv.p50", "[data-testid='forecast']")
+    assert shown == api["suggestions"][0]["forecast"]["gmv"]["p50"]

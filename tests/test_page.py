@@ -60,7 +60,7 @@ def page_bundle(small_dataset, tmp_path_factory) -> Path:
     from training.models import ForecastParams, fit_forecaster
 
     frame = training_frame(small_dataset.sessions, small_dataset.session_products)
-    forecaster = fit_forecaster(frame, ForecastParams(max_rounds=120, num_threads=1))
+    forecaster = fit_forecaster(frame, ForecastParams(max_rounds=80, num_threads=1))
     forecaster.metadata.update({"train_id": "page-test"})
     out = tmp_path_factory.mktemp("page-models") / "forecaster-page-test"
     return save_bundle(forecaster, small_dataset.sessions, small_dataset.session_products, out)
@@ -117,7 +117,7 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--lang=en-GB"])
         try:
             yield b
         finally:
@@ -317,6 +317,7 @@ def _check_forecast(run: PageRun, api: dict[str, Any], model: dict[str, Any]) ->
         assert run.value(f"drivers.{i}.multiplier", root) == d["multiplier"]
         assert f"×{d['multiplier']:.2f}" in run.text(f"drivers.{i}.multiplier", root)
     assert run.page.get_attribute("#model-info", "data-bundle") == model["bundle"]
+    assert f"train {model['train_id']}" in run.page.inner_text("[data-testid='model-version']")
 
 
 # --------------------------------------------------------------------------- tests

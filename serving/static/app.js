@@ -281,6 +281,15 @@ function setBusy(btn, busy) {
   btn.classList.toggle("busy", busy);
 }
 
+function modelVersion(model) {
+  if (!model) return "";
+  const parts = [model.train_id ? `train ${model.train_id}` : model.bundle];
+  const versions = Object.entries(model.versions || {});
+  if (versions.length) parts.push(versions.map(([k, v]) => `${k} v${v}`).join(" · "));
+  if (model.trained_until) parts.push(`data to ${String(model.trained_until).slice(0, 10)}`);
+  return parts.join(" · ");
+}
+
 function showModel(model) {
   if (!model) return;
   const versions = model.versions && Object.keys(model.versions).length
@@ -297,7 +306,7 @@ function showModel(model) {
 
 /** P10–P90 band with the P50 marker, on a 0..max scale. */
 function intervalSvg(iv, kind, max) {
-  const W = 320, H = 46, L = 8, R = 8, y = 20;
+  const W = 320, H = 50, L = 8, R = 8, y = 24;
   const x = (v) => L + (W - L - R) * (max > 0 ? v / max : 0);
   const x10 = x(iv.p10), x50 = x(iv.p50), x90 = x(iv.p90);
   const ticks = [0, 0.25, 0.5, 0.75, 1].map((t) =>
@@ -308,6 +317,7 @@ function intervalSvg(iv, kind, max) {
     <rect x="${x10}" y="${y - 7}" width="${Math.max(2, x90 - x10)}" height="14" rx="7" class="band"/>
     <line x1="${x50}" x2="${x50}" y1="${y - 11}" y2="${y + 11}" class="median"/>
     <circle cx="${x50}" cy="${y}" r="4.5" class="median-dot"/>
+    <text x="${x50}" y="9" class="lbl" text-anchor="middle">P50</text>
     <text x="${x10}" y="${H - 2}" class="lbl" text-anchor="${x10 < 40 ? "start" : "middle"}">P10</text>
     <text x="${x90}" y="${H - 2}" class="lbl" text-anchor="${x90 > W - 40 ? "end" : "middle"}">P90</text>
   </svg>`;
@@ -382,8 +392,8 @@ function renderForecast(fc, model) {
       ${num("conversion", fc.conversion, fmtPct(fc.conversion), "rate-value")}</div>
     <div class="rate"><span class="kpi-label">Average order value</span>
       ${num("aov", fc.aov, fmtCNY2(fc.aov), "rate-value")}</div>
-    <div class="rate"><span class="kpi-label">Model</span>
-      <span class="rate-value small">${esc(model ? model.bundle : "")}</span></div>`;
+    <div class="rate"><span class="kpi-label">Model version</span>
+      <span class="rate-value small" data-testid="model-version">${esc(modelVersion(model))}</span></div>`;
 
   const ex = fc.explanation;
   if (ex) {

@@ -504,6 +504,10 @@ from livecast.cli_segment import segment as _segment  # noqa: E402
 
 app.command("segment")(_friendly_errors(_segment))
 
+from livecast.cli_serve import serve as _serve  # noqa: E402
+
+app.command("serve")(_serve)
+
 
 def main() -> None:  # pragma: no cover - console entry
     sys.exit(app())

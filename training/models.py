@@ -137,9 +137,14 @@ class Forecaster:
         X = apply_vocab(frame[self.features], self.vocab)
         return X
 
-    def predict(self, frame: pd.DataFrame, num_threads: int = 0) -> pd.DataFrame:
-        """Per row: ``<target>_p10/_p50/_p90``, derived conversion and AOV, ``cold_start``."""
-        X = self.matrix(frame)
+    def predict(
+        self, frame: pd.DataFrame, num_threads: int = 0, X: np.ndarray | None = None
+    ) -> pd.DataFrame:
+        """Per row: ``<target>_p10/_p50/_p90``, derived conversion and AOV, ``cold_start``.
+
+        ``X``: the model input of ``frame`` already built (e.g. numpy, category codes).
+        """
+        X = self.matrix(frame) if X is None else X
         cold = is_cold(frame)
         out = pd.DataFrame(index=frame.index)
         for target, model in self.models.items():
@@ -154,14 +159,20 @@ class Forecaster:
         return out
 
     def explain(
-        self, frame: pd.DataFrame, target: str = "gmv", top: int = 5, num_threads: int = 0
+        self,
+        frame: pd.DataFrame,
+        target: str = "gmv",
+        top: int = 5,
+        num_threads: int = 0,
+        X: np.ndarray | None = None,
     ) -> list[dict[str, Any]]:
         """Per row: log-space contributions summed by feature family, and the top drivers.
 
         A contribution ``c`` multiplies the forecast by ``exp(c)``; ``baseline`` is the
-        model's average (log) forecast before any feature is known.
+        model's average (log) forecast before any feature is known. ``X`` as in
+        :meth:`predict`.
         """
-        X = self.matrix(frame)
+        X = self.matrix(frame) if X is None else X
         kwargs = {"num_threads": num_threads} if num_threads else {}
         contrib = np.asarray(
             self.models[target].booster.predict(X, pred_contrib=True, **kwargs), dtype=float

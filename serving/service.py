@@ -1,0 +1,282 @@
+"""The livecast HTTP service: a BentoML 1.4 ``@bentoml.service`` with pydantic IO.
+
+Endpoints (request / response models in :mod:`serving.schemas`):
+
+* ``POST /v1/forecast``  draft plans -> P10 / P50 / P90 viewers, orders, GMV, drivers
+* ``POST /v1/compare``   a base plan and named variants -> forecasts and differences
+* ``POST /v1/suggest``   a base plan and a bounded search space -> the top-k variants
+* ``POST /v1/review``    a finished session and its outcomes -> forecast against actual
+* ``POST /v1/segment``   fan events -> tiers and probabilities (the batch run's function)
+* ``GET /livez``, ``GET /readyz`` (ready once the models are loaded and warmed up),
+  ``GET /metrics`` (Prometheus), ``GET /docs.json`` (OpenAPI), ``GET /`` the planner page.
+
+The forecaster bundle is read from ``LIVECAST_SERVE_BUNDLE`` (a bundle folder, or a models
+folder holding ``champion.json``), else the settings' ``models_dir`` champion. Bad input is a
+4xx JSON error naming the field: BentoML returns pydantic errors as 400, the middleware below
+answers 415 for non-JSON bodies and 413 for oversized ones, and scoring errors are 422.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import bentoml
+from starlette.responses import FileResponse, JSONResponse
+from starlette.staticfiles import StaticFiles
+
+from features.plan import SessionPlan
+from livecast.config import get_settings
+from serving.fastpath import PlanScorer
+from serving.schemas import (
+    Actuals,
+    CompareRequest,
+    CompareResponse,
+    FanEvent,
+    ForecastRequest,
+    ForecastResponse,
+    ReviewRequest,
+    ReviewResponse,
+    SearchSpace,
+    SegmentRequest,
+    SegmentResponse,
+    SuggestRequest,
+    SuggestResponse,
+    Variant,
+)
+from serving.suggest import compare_payload, review_payload, suggest_payload
+
+logger = logging.getLogger(__name__)
+
+BUNDLE_ENV = "LIVECAST_SERVE_BUNDLE"
+"""Environment variable naming the forecaster bundle (folder, or models folder)."""
+TIER_BUNDLE_ENV = "LIVECAST_SERVE_TIER_BUNDLE"
+"""Environment variable naming the fan-tier bundle (default: the models folder)."""
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+MAX_BODY_BYTES = 32 * 1024 * 1024
+JSON_TYPES = ("application/json",)
+
+
+def bundle_dir() -> Path:
+    """The forecaster bundle this process serves."""
+    return Path(os.environ.get(BUNDLE_ENV) or get_settings().models_dir)
+
+
+def tier_bundle_dir() -> Path:
+    return Path(os.environ.get(TIER_BUNDLE_ENV) or get_settings().models_dir)
+
+
+def _error(status: int, message: str, loc: list[str | int], kind: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": message, "detail": [{"loc": loc, "msg": message, "type": kind}]},
+        status_code=status,
+    )
+
+
+class GuardMiddleware:
+    """ASGI middleware in front of the API: content type (415), body size (413), and the
+    planner page at ``/``."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        method = scope.get("method", "GET")
+        if path == "/" and method in ("GET", "HEAD"):
+            index = STATIC_DIR / "index.html"
+            if index.exists():
+                await FileResponse(index, media_type="text/html")(scope, receive, send)
+                return
+        if path.startswith("/v1/") and method == "POST":
+            headers = {
+                k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
+            }
+            ctype = headers.get("content-type", "application/json").split(";")[0].strip().lower()
+            if ctype not in JSON_TYPES:
+                resp = _error(
+                    415,
+                    f"unsupported content type {ctype!r}: send application/json",
+                    ["header", "content-type"],
+                    "unsupported_media_type",
+                )
+                await resp(scope, receive, send)
+                return
+            length = headers.get("content-length")
+            if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+                resp = _error(
+                    413,
+                    f"request body larger than {MAX_BODY_BYTES} bytes",
+                    ["header", "content-length"],
+                    "body_too_large",
+                )
+                await resp(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _unscorable(exc: Exception) -> JSONResponse:
+    return _error(422, f"cannot score the request: {exc}", ["body"], "unscorable")
+
+
+@bentoml.service(
+    name="livecast",
+    workers=1,
+    traffic={"timeout": 60, "max_concurrency": 256},
+    metrics={"enabled": True},
+)
+class Livecast:
+    """Forecasts, comparisons, suggestions, reviews and fan tiers over the loaded bundles."""
+
+    bundle_path: Path = bundle_dir()
+    tier_bundle_path: Path = tier_bundle_dir()
+
+    def __init__(self) -> None:
+        from training.bundle import load_bundle
+
+        settings = get_settings()
+        t0 = time.perf_counter()
+        bundle = load_bundle(self.bundle_path)
+        # several workers share the cores: one LightGBM thread per request
+        self.scorer = PlanScorer(bundle, tz=settings.timezone, num_threads=1)
+        self.scorer.warm_up()
+        self.tz = settings.timezone
+        self.tiers = _load_tiers(self.tier_bundle_path)
+        if self.tiers is not None:  # warm up the fan-feature SQL and the booster
+            segment_payload(self.tiers, [_WARM_UP_EVENT], None, tz=self.tz)
+        self._ready = True
+        logger.info("livecast service ready in %.1f s", time.perf_counter() - t0)
+
+    def __is_ready__(self) -> bool:
+        return getattr(self, "_ready", False)
+
+    @bentoml.api(route="/v1/forecast", input_spec=ForecastRequest)
+    def forecast(self, plans: list[SessionPlan], drivers: bool = True) -> ForecastResponse:
+        """Forecast one or more draft plans (P10 / P50 / P90, conversion, AOV, drivers)."""
+        try:
+            items = self.scorer.score(plans, drivers=drivers)
+        except ValueError as exc:
+            return _unscorable(exc)  # type: ignore[return-value]
+        return ForecastResponse(forecasts=items, model=self.scorer.model_info)
+
+    @bentoml.api(route="/v1/compare", input_spec=CompareRequest)
+    def compare(
+        self, base: SessionPlan, variants: list[Variant], drivers: bool = True
+    ) -> CompareResponse:
+        """Forecast a base plan and named variants side by side, with differences."""
+        try:
+            return compare_payload(self.scorer, base, variants, drivers=drivers)
+        except ValueError as exc:
+            return _unscorable(exc)  # type: ignore[return-value]
+
+    @bentoml.api(route="/v1/suggest", input_spec=SuggestRequest)
+    def suggest(
+        self,
+        base: SessionPlan,
+        space: SearchSpace,
+        objective: str = "gmv",
+        top_k: int = 5,
+        drivers: bool = True,
+    ) -> SuggestResponse:
+        """Search the variants of a base plan (one batch predict) and return the top k."""
+        try:
+            return suggest_payload(
+                self.scorer, base, space, objective=objective, top_k=top_k, drivers=drivers
+            )
+        except ValueError as exc:
+            return _unscorable(exc)  # type: ignore[return-value]
+
+    @bentoml.api(route="/v1/review", input_spec=ReviewRequest)
+    def review(self, plan: SessionPlan, actual: Actuals) -> ReviewResponse:
+        """A finished session: its forecast against what happened."""
+        try:
+            return review_payload(self.scorer, plan, actual)
+        except ValueError as exc:
+            return _unscorable(exc)  # type: ignore[return-value]
+
+    @bentoml.api(route="/v1/segment", input_spec=SegmentRequest)
+    def segment(self, events: list[FanEvent], cutoff: datetime | None = None) -> SegmentResponse:
+        """Fan events -> tier and probabilities, through the batch run's ``segment_frame``."""
+        if self.tiers is None:
+            return _error(  # type: ignore[return-value]
+                503, "no fan-tier model is loaded; run the tier training", ["model"], "no_model"
+            )
+        try:
+            return segment_payload(self.tiers, events, cutoff, tz=self.tz)
+        except ValueError as exc:
+            return _unscorable(exc)  # type: ignore[return-value]
+
+
+_WARM_UP_EVENT = FanEvent(
+    fan_id="warm-up",
+    room_id="warm-up",
+    event_time=datetime(2026, 1, 1, 20, 0, tzinfo=UTC),
+    event_type="watch",
+    watch_seconds=60,
+)
+
+
+def segment_payload(
+    model: Any, events: list[FanEvent], cutoff: datetime | None, *, tz: str
+) -> SegmentResponse:
+    """Score fan events with ``serving.batch.segment_frame`` (the batch run's function)."""
+    import pandas as pd
+
+    from features.contract import validate
+    from serving.batch import default_cutoff, segment_frame
+
+    frame = pd.DataFrame([e.model_dump() for e in events])
+    frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True)
+    frame = validate(frame, "fan_events", source="request", tz=tz)
+    if cutoff is None:
+        latest = int(frame["event_time"].max().value // 1000)
+        when = default_cutoff(latest, tz)
+    else:
+        when = pd.Timestamp(cutoff)
+    scores = segment_frame(model, frame, when, tz=tz, num_threads=1)
+    meta = getattr(model, "metadata", {}) or {}
+    return SegmentResponse(
+        cutoff=when.isoformat(),
+        fans=[
+            {
+                "fan_id": str(r.fan_id),
+                "tier": str(r.tier),
+                "p_core": float(r.p_core),
+                "p_active": float(r.p_active),
+                "p_potential": float(r.p_potential),
+                "p_dormant": float(r.p_dormant),
+            }
+            for r in scores.itertuples(index=False)
+        ],
+        model={
+            "name": "livecast-tiers",
+            "bundle": str(meta.get("bundle", "")),
+            "train_id": meta.get("train_id"),
+            "trained_until": None,
+            "versions": {},
+        },
+    )
+
+
+def _load_tiers(path: Path) -> Any:
+    """The fan-tier model, or None when there is none (``/v1/segment`` then answers 503)."""
+    try:
+        from training.tiers import load_tier_bundle
+    except ImportError:
+        return None
+    try:
+        return load_tier_bundle(path)
+    except Exception as exc:  # a broken tier bundle must not stop the forecaster
+        logger.warning("no fan-tier model loaded from %s: %s", path, exc)
+        return None
+
+
+Livecast.add_asgi_middleware(GuardMiddleware)
+Livecast.mount_asgi_app(StaticFiles(directory=STATIC_DIR, check_dir=False), path="/static")

@@ -117,7 +117,7 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--lang=en-GB"])
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         try:
             yield b
         finally:
@@ -442,3 +442,53 @@ def test_suggest_shows_the_top_variants(planner: PageRun) -> None:
     )
     shown = planner.value("gmv.p50", "[data-testid='forecast']")
     assert shown == api["suggestions"][0]["forecast"]["gmv"]["p50"]
+
+
+def test_variant_error_points_at_the_variant_cell(planner: PageRun) -> None:
+    page = planner.page
+    page.click("#tab-compare")
+    page.fill("#variant-rows tr:nth-child(2) [data-key='lottery_count']", "-1")
+    sent = planner.submit("compare", "#compare-btn", "/v1/compare")
+    resp = _post(planner.url, "/v1/compare", sent)
+    assert resp.status_code == 400, resp.text
+    shown = page.inner_text("#compare-errors")
+    assert "variants[1].plan.lottery_count" in shown
+    for item in resp.json()["detail"]:
+        assert item["msg"] in shown, item
+    cell = page.get_attribute("#variant-rows tr:nth-child(2) [data-key='lottery_count']", "class")
+    assert "invalid" in cell
+    assert "invalid" not in (page.get_attribute("#lottery_count", "class") or "")
+    assert page.is_hidden("#form-errors")  # the draft plan itself is fine
+    assert page.is_hidden("[data-testid='compare-result']")
+
+
+def test_review_shows_forecast_against_actual(planner: PageRun) -> None:
+    page = planner.page
+    page.click("#tab-review")
+    page.fill("#a-viewers", "61000")
+    page.fill("#a-orders", "1400")
+    page.fill("#a-gmv", "-5")
+    sent = planner.submit("review", "#review-btn", "/v1/review")
+    bad = _post(planner.url, "/v1/review", sent)
+    assert bad.status_code == 400, bad.text
+    assert "actual.gmv" in page.inner_text("#review-errors")
+    assert "invalid" in page.get_attribute("#a-gmv", "class")
+
+    page.fill("#a-gmv", "380000")
+    sent = planner.submit("review", "#review-btn", "/v1/review")
+    assert sent["actual"] == {"viewers": 61000, "orders": 1400, "gmv": 380000}
+    resp = _post(planner.url, "/v1/review", sent)
+    assert resp.status_code == 200, resp.text
+    api = resp.json()
+    root = "[data-testid='review-result']"
+    for r in api["review"]:
+        t = r["target"]
+        assert planner.value(f"review.{t}.p50", root) == r["forecast"]["p50"]
+        assert planner.value(f"review.{t}.actual", root) == r["actual"]
+        assert planner.value(f"review.{t}.error", root) == r["error"]
+        pos = page.get_attribute(f"{root} [data-field='review.{t}.position']", "data-value")
+        assert pos == r["position"]
+    families = page.locator(f"{root} svg.families g[data-family]")
+    assert [families.nth(i).get_attribute("data-family") for i in range(families.count())] == [
+        f["family"] for f in api["leaned_on"]
+    ]

@@ -175,7 +175,7 @@ function planFromForm() {
 // ---------------------------------------------------------------------------- errors
 
 function clearErrors() {
-  for (const id of ["#form-errors", "#compare-errors", "#suggest-errors"]) {
+  for (const id of ["#form-errors", "#compare-errors", "#suggest-errors", "#review-errors"]) {
     const box = $(id);
     box.hidden = true;
     box.innerHTML = "";
@@ -187,6 +187,27 @@ function clearErrors() {
 /** The form control a failing loc points at (plan fields, SKU cells, start time). */
 function controlFor(loc) {
   const parts = loc.filter((p) => p !== "body");
+  // a variant of the compare view: its own cells, else the base plan field it copies
+  if (parts[0] === "variants" && typeof parts[1] === "number") {
+    const tr = $$("#variant-rows tr")[parts[1]];
+    const key = parts[2] === "name" ? "name" : parts[3] === "start_time" ? "start_hour" : parts[3];
+    if (tr && key === "name") return $(".v-name", tr);
+    if (tr && key && $(`[data-key="${key}"]`, tr)) return $(`[data-key="${key}"]`, tr);
+    if (tr && parts.length <= 2) return $(".v-name", tr);
+  }
+  if (parts[0] === "actual" && typeof parts[1] === "string") return $("#a-" + parts[1]);
+  // the suggest search space
+  if (parts[0] === "space" || parts[0] === "top_k" || parts[0] === "objective") {
+    const key = parts.filter((p) => typeof p === "string").join(".");
+    const map = {
+      "space.start_hour.min": "#s-hour-min", "space.start_hour.max": "#s-hour-max",
+      "space.start_hour": "#s-hour-min", "space.duration_min.min": "#s-dur-min",
+      "space.duration_min.max": "#s-dur-max", "space.duration_min.step": "#s-dur-step",
+      "space.duration_min": "#s-dur-min", "space.paid_promo_budget": "#s-budgets",
+      "top_k": "#s-top-k", objective: "#s-objective",
+    };
+    return map[key] ? $(map[key]) : null;
+  }
   const pi = parts.indexOf("products");
   if (pi >= 0 && typeof parts[pi + 1] === "number") {
     const tr = $$("#sku-rows tr")[parts[pi + 1]];
@@ -245,9 +266,16 @@ function showErrors(boxId, status, body, summary) {
     }
   }
   if (boxId !== "#form-errors") {
-    // the plan is the form: repeat plan-field errors beside it
-    $("#form-errors").innerHTML = box.innerHTML;
-    $("#form-errors").hidden = false;
+    // the plan is the form: repeat the errors about plan fields beside it
+    const planItems = items.filter((it) => {
+      const el = controlFor(it.loc);
+      return el && el.closest("#plan-form");
+    });
+    if (planItems.length) {
+      $("#form-errors").innerHTML = `<div class="err-title">${esc(summary)} (HTTP ${status})</div><ul>` +
+        planItems.map((it) => `<li><code>${esc(locText(it.loc))}</code> ${esc(it.msg)}</li>`).join("") + "</ul>";
+      $("#form-errors").hidden = false;
+    }
   }
 }
 
@@ -305,7 +333,7 @@ function showModel(model) {
 // ---------------------------------------------------------------------------- charts
 
 /** P10–P90 band with the P50 marker, on a 0..max scale. */
-function intervalSvg(iv, kind, max) {
+function intervalSvg(iv, kind, max, actual) {
   const W = 320, H = 50, L = 8, R = 8, y = 24;
   const x = (v) => L + (W - L - R) * (max > 0 ? v / max : 0);
   const x10 = x(iv.p10), x50 = x(iv.p50), x90 = x(iv.p90);
@@ -317,7 +345,9 @@ function intervalSvg(iv, kind, max) {
     <rect x="${x10}" y="${y - 7}" width="${Math.max(2, x90 - x10)}" height="14" rx="7" class="band"/>
     <line x1="${x50}" x2="${x50}" y1="${y - 11}" y2="${y + 11}" class="median"/>
     <circle cx="${x50}" cy="${y}" r="4.5" class="median-dot"/>
-    <text x="${x50}" y="9" class="lbl" text-anchor="middle">P50</text>
+    ${actual === undefined ? `<text x="${x50}" y="9" class="lbl" text-anchor="middle">P50</text>` : `
+    <line x1="${x(actual)}" x2="${x(actual)}" y1="${y - 12}" y2="${y + 12}" class="actual-line"/>
+    <text x="${x(actual)}" y="9" class="lbl actual-lbl" text-anchor="${x(actual) > W - 30 ? "end" : "middle"}">actual</text>`}
     <text x="${x10}" y="${H - 2}" class="lbl" text-anchor="${x10 < 40 ? "start" : "middle"}">P10</text>
     <text x="${x90}" y="${H - 2}" class="lbl" text-anchor="${x90 > W - 40 ? "end" : "middle"}">P90</text>
   </svg>`;
@@ -639,11 +669,71 @@ function loadPlan(plan) {
   (plan.products || []).forEach(addSkuRow);
 }
 
+// ---------------------------------------------------------------------------- review view
+
+const POSITION_TEXT = { below: "below the P10–P90 range", within: "within the range", above: "above the P10–P90 range" };
+
+function renderReview(body) {
+  const kinds = { viewers: fmtCount, orders: fmtCount, gmv: fmtCNY };
+  const kindName = { viewers: "count", orders: "count", gmv: "cny" };
+  const labels = Object.fromEntries(TARGETS.map(([k, l]) => [k, l]));
+  const rows = body.review.map((r) => {
+    const f = kinds[r.target];
+    const max = Math.max(r.forecast.p90, r.actual) * 1.08;
+    const pct = r.abs_pct_error === null ? "n/a" : (r.abs_pct_error * 100).toFixed(1) + "%";
+    return `<tr data-target="${r.target}">
+      <th>${esc(labels[r.target])}</th>
+      <td>${num(`review.${r.target}.p50`, r.forecast.p50, f(r.forecast.p50))}
+        <div class="muted small">${f(r.forecast.p10)} – ${f(r.forecast.p90)}</div></td>
+      <td>${num(`review.${r.target}.actual`, r.actual, f(r.actual))}</td>
+      <td class="${trendClass(r.error)}">${num(`review.${r.target}.error`, r.error, (r.error > 0 ? "+" : r.error < 0 ? "−" : "") + f(Math.abs(r.error)))}
+        <div class="muted small">${esc(pct)} of actual</div></td>
+      <td><span class="pos ${r.position}" data-field="review.${r.target}.position" data-value="${r.position}">${esc(POSITION_TEXT[r.position])}</span></td>
+      <td class="review-bar">${intervalSvg(r.forecast, kindName[r.target], max, r.actual)}</td></tr>`;
+  }).join("");
+  const leaned = Object.fromEntries(body.leaned_on.map((l) => [l.family, l.multiplier]));
+  const root = $("#review-result");
+  root.innerHTML = `<table class="review-table"><thead><tr><th></th><th>Forecast P50 (P10–P90)</th>
+      <th>Actual</th><th>Actual − P50</th><th>Position</th><th></th></tr></thead><tbody>${rows}</tbody></table>
+    <h3>What the GMV forecast leaned on</h3>
+    <p class="note">Feature families, largest effect first. A miss with a large family points at
+      what to check: a slot the model rated too highly, a product mix that sold differently.</p>
+    ${familiesSvg(leaned)}`;
+  root.hidden = false;
+}
+
+async function onReview() {
+  clearErrors();
+  const { plan, problems } = planFromForm();
+  const actual = {};
+  for (const key of ["viewers", "orders", "gmv"]) {
+    const v = readNumber($("#a-" + key));
+    if (Number.isNaN(v)) problems.push({ loc: ["actual", key], msg: "not a number" });
+    else if (v !== undefined) actual[key] = v;
+  }
+  if (problems.length) {
+    showErrors("#review-errors", 0, { detail: problems }, "Check the plan and the actuals");
+    return;
+  }
+  const btn = $("#review-btn");
+  setBusy(btn, true);
+  const res = await post("/v1/review", { plan, actual });
+  setBusy(btn, false);
+  if (!res.ok) {
+    showErrors("#review-errors", res.status, res.body, "The service rejected the review");
+    bump($("#view-review"));
+    return;
+  }
+  showModel(res.body.model);
+  renderReview(res.body);
+  bump($("#view-review"));
+}
+
 // ---------------------------------------------------------------------------- wiring
 
 function showView(name) {
   for (const tab of $$(".tab")) tab.classList.toggle("active", tab.dataset.view === name);
-  for (const v of ["forecast", "compare", "suggest"]) $("#view-" + v).hidden = v !== name;
+  for (const v of ["forecast", "compare", "suggest", "review"]) $("#view-" + v).hidden = v !== name;
   if (name === "compare" && !$$("#variant-rows tr").length) presetVariants();
 }
 
@@ -659,6 +749,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#preset-variants").addEventListener("click", presetVariants);
   $("#compare-btn").addEventListener("click", onCompare);
   $("#suggest-btn").addEventListener("click", onSuggest);
+  $("#review-btn").addEventListener("click", onReview);
   for (const tab of $$(".tab")) tab.addEventListener("click", () => showView(tab.dataset.view));
   document.body.dataset.ready = "true";
 });

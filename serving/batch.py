@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -97,6 +98,12 @@ FIRST_ROWS = 20
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 NEW, GONE = "(new)", "(gone)"
+GMV_FEATURES: dict[int, str] = {30: "fan__order_amount_30d", 90: "fan__order_amount_90d"}
+"""Fan features that are exactly the order amounts in the last N days before the cutoff: the
+GMV summary reads them instead of rescanning the events when the rules window is N days."""
+
+Batch = tuple[int, pd.DataFrame, np.ndarray | None]
+"""(bucket / partition, scored fans, each fan's window spend or None)."""
 
 OUTPUT_SCHEMA = pa.schema(
     [
@@ -261,13 +268,16 @@ def _open_parquet(con: duckdb.DuckDBPyConnection, inp: EventInput, tz: str) -> O
     ]
     limits = {"amount": MAX_MONEY, "watch_seconds": MAX_COUNT}
     for col in present:
+        if _stats_prove_range(con, inp, col, types[col], limits[col]):
+            continue  # every row group's min / max is in range: no row can fail
         v = num(col)
         checks.append(
             (
                 col,
                 f"number in [0, {limits[col]:g}]",
-                f"{col} IS NOT NULL AND ({v} IS NULL OR NOT isfinite({v})"
-                f" OR {v} < 0 OR {v} > {limits[col]})",
+                # null and NaN are missing values (allowed); text that is not a number fails
+                f"{col} IS NOT NULL AND ({v} IS NULL"
+                f" OR (NOT isnan({v}) AND ({v} < 0 OR {v} > {limits[col]})))",
             )
         )
     counts = ", ".join(
@@ -316,6 +326,36 @@ def _open_parquet(con: duckdb.DuckDBPyConnection, inp: EventInput, tz: str) -> O
         latest_us = int(latest)
     source = EventSource(view, frozenset(("fan_id", "event_time", "event_type", *present)), naive)
     return OpenedEvents(source, n_events, latest_us)
+
+
+def _stats_prove_range(
+    con: duckdb.DuckDBPyConnection, inp: EventInput, col: str, col_type: str, high: float
+) -> bool:
+    """True when the Parquet row-group statistics show every value of ``col`` in [0, high].
+
+    Statistics leave out nulls and NaN, which the contract allows; a row group without
+    statistics (or a non-numeric column) means the rows must be scanned.
+    """
+    if col_type.upper() not in ("DOUBLE", "FLOAT", "BIGINT", "INTEGER", "SMALLINT"):
+        return False
+    files = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in inp.paths) + "]"
+    try:
+        rows = con.execute(
+            f"SELECT stats_min_value, stats_max_value, num_values, stats_null_count"
+            f" FROM parquet_metadata({files}) WHERE path_in_schema = ?",
+            [col],
+        ).fetchall()
+    except duckdb.Error:
+        return False
+    try:
+        for lo, hi, n_values, n_null in rows:
+            if n_values is not None and n_null is not None and n_values == n_null:
+                continue  # only nulls in this row group
+            if lo is None or hi is None or not (float(lo) >= 0 and float(hi) <= high):
+                return False
+    except ValueError:
+        return False
+    return bool(rows)
 
 
 def read_csv_events(inp: EventInput, tz: str) -> pd.DataFrame:
@@ -384,8 +424,15 @@ def _local_batches(
     k: int,
     tz: str,
     num_threads: int,
-) -> Generator[tuple[int, pd.DataFrame]]:
-    """(bucket, scored batch) for every bucket, featurised by the fan SQL over its events."""
+    clock: dict[str, float],
+) -> Generator[Batch]:
+    """(bucket, scored batch, window spend) per bucket, featurised by the fan SQL over its events.
+
+    ``clock["score"]`` accumulates the seconds spent converting and scoring batches. The third
+    item is each fan's order amount in the rules window before the cutoff when a fan feature
+    holds exactly that (:data:`GMV_FEATURES`), else None.
+    """
+    spend_col = GMV_FEATURES.get(int(model.rules.window_days))
     src = opened.source
     for b in range(k):
         if k == 1:
@@ -396,9 +443,13 @@ def _local_batches(
         sql = fan_features_sql(bucket, cutoff, tz=tz)
         reader = con.sql(sql).to_arrow_reader(BATCH_ROWS)
         for batch in reader:
+            t = time.perf_counter()
             feats = batch.to_pandas()
-            yield b, _score(model, feats, num_threads)
-        yield b, empty_scores()  # marks the end of the bucket (progress)
+            scores = _score(model, feats, num_threads)
+            spend = feats[spend_col].to_numpy() if spend_col else None
+            clock["score"] = clock.get("score", 0.0) + time.perf_counter() - t
+            yield b, scores, spend
+        yield b, empty_scores(), None  # marks the end of the bucket (progress)
 
 
 def segment(
@@ -445,7 +496,8 @@ def segment(
     con.execute(f"SET TimeZone = '{tz}'")
     csv_frame = read_csv_events(inp, tz) if inp.kind == "csv" else None
     opened = _open_frame(con, csv_frame) if csv_frame is not None else _open_parquet(con, inp, tz)
-    batches: Generator[tuple[int, pd.DataFrame]] | None = None
+    clock = {"read_and_validate": time.perf_counter() - t0}
+    batches: Generator[Batch] | None = None
     try:
         cut = pd.Timestamp(cutoff) if cutoff is not None else default_cutoff(opened.max_time_us, tz)
         if cut is pd.NaT:
@@ -454,7 +506,7 @@ def segment(
             cut = cut.tz_localize(tz)
         if engine == "local":
             k = partitions or max(1, math.ceil(opened.events / BUCKET_EVENTS))
-            batches = _local_batches(con, opened, model, cut, k, tz, num_threads)
+            batches = _local_batches(con, opened, model, cut, k, tz, num_threads, clock)
         else:
             from serving.dask_engine import dask_batches, default_partitions
 
@@ -464,19 +516,36 @@ def segment(
         summary_path = summary_path_for(out_path)
         with atomic_path(out_path) as tmp, atomic_path(summary_path) as tmp_summary:
             bar = tqdm(total=k, unit="bucket", desc="segment", disable=not progress)
+            fans_by_tier = np.zeros(len(TIERS), dtype="int64")
+            gmv_by_tier: np.ndarray | None = np.zeros(len(TIERS))
             with pq.ParquetWriter(tmp, OUTPUT_SCHEMA) as writer:
                 done = -1
-                for b, scores in batches:
+                for b, scores, spend in batches:
                     if scores.empty:
                         if b > done:
                             bar.update(b - done)
                             done = b
                         continue
                     writer.write_table(_table(scores))
+                    codes = scores["tier"].cat.codes.to_numpy()
+                    fans_by_tier += np.bincount(codes, minlength=len(TIERS))
+                    if spend is None or gmv_by_tier is None:
+                        gmv_by_tier = None
+                    else:
+                        gmv_by_tier += np.bincount(codes, weights=spend, minlength=len(TIERS))
                     fans += len(scores)
                     bar.set_postfix(fans=f"{fans:,}")
             bar.close()
-            summary = summarise(con, tmp, opened.source, model, cut, tz, previous_path)
+            t_loop = time.perf_counter()
+            clock["featurise_score_write"] = t_loop - t0 - clock["read_and_validate"]
+            tally = None
+            if gmv_by_tier is not None:
+                tally = {
+                    t: (int(n), float(v))
+                    for t, n, v in zip(TIERS, fans_by_tier, gmv_by_tier, strict=True)
+                }
+            summary = summarise(con, tmp, opened.source, model, cut, tz, previous_path, tally)
+            clock["summary"] = time.perf_counter() - t_loop
             summary.update(
                 {
                     "events_path": str(events_path),
@@ -487,6 +556,7 @@ def segment(
                     "partitions": k,
                     "model": model.metadata.get("bundle") or model.metadata.get("id"),
                     "seconds": round(time.perf_counter() - t0, 3),
+                    "timings": {key: round(v, 3) for key, v in clock.items()},
                 }
             )
             tmp_summary.write_text(json.dumps(summary, indent=2, default=str))
@@ -535,11 +605,14 @@ def summarise(
     cutoff: pd.Timestamp,
     tz: str,
     previous: Path | None = None,
+    tally: dict[str, tuple[int, float]] | None = None,
 ) -> dict[str, Any]:
     """Fans and GMV share per predicted tier, and the transition matrix against ``previous``.
 
     GMV is the sum of order amounts in ``[cutoff - rules.window_days, cutoff)`` (the window the
-    tier rules read), per fan, attributed to the fan's predicted tier.
+    tier rules read), per fan, attributed to the fan's predicted tier. ``tally`` (tier -> fans,
+    GMV) is used when the run already summed them; otherwise one SQL query joins the output
+    with the events.
     """
     scores = _relation_of_file(scores_path)
     window = int(model.rules.window_days)
@@ -554,7 +627,10 @@ s AS (SELECT fan_id, CAST(tier AS VARCHAR) AS tier FROM {scores})
 SELECT s.tier, count(*) AS fans, COALESCE(sum(g.amount_c), 0) / {MONEY_SCALE} AS gmv
 FROM s LEFT JOIN g USING (fan_id)
 GROUP BY s.tier"""
-    rows = {t: (int(n), float(v)) for t, n, v in con.execute(gmv_sql).fetchall()}
+    if tally is None:
+        rows = {t: (int(n), float(v)) for t, n, v in con.execute(gmv_sql).fetchall()}
+    else:
+        rows = tally
     total_fans = sum(n for n, _ in rows.values())
     total_gmv = sum(v for _, v in rows.values())
     tiers = {}

@@ -93,10 +93,11 @@ def dask_batches(
     tz: str = DEFAULT_TZ,
     scheduler: Any = None,
     frame: pd.DataFrame | None = None,
-) -> Generator[tuple[int, pd.DataFrame]]:
-    """(partition, scored fans) for each of ``partitions`` fan-hash partitions, in order.
+) -> Generator[tuple[int, pd.DataFrame, None]]:
+    """(partition, scored fans, None) for each of ``partitions`` fan-hash partitions, in order.
 
-    After each partition's frame an empty frame marks the partition done (progress).
+    After each partition's frame an empty frame marks the partition done (progress). The
+    third item (window spend, see :mod:`serving.batch`) is None: the summary queries it.
     ``frame`` is the already validated event frame of a CSV input.
     """
     import dask.dataframe as dd
@@ -118,6 +119,6 @@ def dask_batches(
     with dask_client(scheduler) as client:
         futures = client.compute(scored.to_delayed())
         for i, fut in enumerate(futures):
-            yield i, fut.result()
+            yield i, fut.result(), None
             fut.release()
-            yield i, empty_scores()
+            yield i, empty_scores(), None

@@ -230,9 +230,15 @@ def test_csv_and_folder_inputs(model, events, reference, tmp_path):
     pd.testing.assert_frame_equal(read_scores(from_csvs.out_path), reference)
 
 
-def test_summary_counts_and_gmv(model, events, events_file, tmp_path):
+@pytest.mark.parametrize("window", [30, 45])
+def test_summary_counts_and_gmv(model, events, events_file, tmp_path, window):
+    """30 days: summed from the fan features during the run; 45: one SQL query afterwards."""
+    import dataclasses
     import json
 
+    from features.fans import TierRules
+
+    model = dataclasses.replace(model, rules=TierRules(window_days=window))
     result = _run(events_file, tmp_path / "out.parquet", model, partitions=2)
     out = read_scores(result.out_path)
     saved = json.loads(result.summary_path.read_text())

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from livecast.cli_segments import segments_app
 from livecast.config import get_settings
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 import_app = typer.Typer(help="Import real exports into the data contract.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
+app.add_typer(segments_app, name="segments")
 
 console = Console()
 err_console = Console(stderr=True)

@@ -84,7 +84,7 @@ def test_p_dormant_rises_with_days_since_last_event(model, feats):
 
 
 def test_model_is_trained_with_weights_from_the_latest_cutoff(model):
-    assert model.metadata["weights_cutoff"] == str(CUTOFFS[-1])
+    assert model.metadata["weights_cutoffs"] == [str(c) for c in CUTOFFS[-2:]]
     assert model.features == list(FEATURE_COLUMNS)
     assert 1 <= model.metadata["num_trees"] <= TierParams().max_rounds
 
@@ -133,3 +133,127 @@ def test_rules_shape_the_labels_and_travel_with_the_model(fan_events, frame):
     assert m.rules == rules
     default_core = frame.loc[frame["cutoff"].isin(CUTOFFS[-2:]), "tier"].eq("core").sum()
     assert m.metadata["label_counts"]["core"] > default_core
+
+
+# ----------------------------------------------------------------------------------------------
+# Backtest, report, CLI
+
+
+@pytest.fixture(scope="session")
+def backtest(fan_events):
+    from training.tiers_backtest import run_tier_backtest
+
+    return run_tier_backtest(fan_events, train_cutoffs=4)
+
+
+def test_backtest_never_learns_from_labels_past_the_first_evaluation_cutoff(fan_events, backtest):
+    plan = backtest.plan
+    first_eval = plan.evaluation[0]
+    window = pd.Timedelta(days=backtest.rules.window_days)
+    assert plan.train and all(c + window <= first_eval for c in plan.train)
+    assert [pd.Timestamp(c) for c in backtest.model.metadata["cutoffs"]] == plan.train
+    # refit on events cut at the first evaluation cutoff: the very same model
+    times = fan_events["event_time"].dt.tz_convert("Asia/Shanghai").dt.tz_localize(None)
+    cut = fan_events[times < first_eval]
+    again = fit_tier_model(cut, plan.train)
+    feats = fan_features(fan_events, SCORE_AT)
+    pd.testing.assert_frame_equal(score_fans(again, feats), score_fans(backtest.model, feats))
+
+
+def test_model_beats_persistence_and_rfm_on_small_simulated_fans(backtest):
+    m = backtest.metrics
+    assert m["model"]["macro_f1"] > m["persistence"]["macro_f1"]
+    assert m["model"]["macro_f1"] > m["rfm_rules"]["macro_f1"]
+    assert m["model"]["dormant_auc"] > m["persistence"]["dormant_auc"]
+
+
+def test_metrics_json_and_report(backtest, tmp_path):
+    import json
+
+    from training.tiers_backtest import METHODS, write_tier_report
+
+    paths = write_tier_report(backtest, tmp_path / "r")
+    metrics = json.loads(paths["metrics"].read_text())
+    assert set(metrics) == set(METHODS)
+    n = metrics["model"]["n"]
+    assert n == len(backtest.predictions) > 0
+    for method, vals in metrics.items():
+        assert set(vals) == {"macro_f1", "log_loss", "dormant_auc", "recall", "n"}
+        assert set(vals["recall"]) == set(TIERS) and vals["n"] == n
+        assert 0 <= vals["macro_f1"] <= 1 and 0.5 < vals["dormant_auc"] <= 1
+        assert (vals["log_loss"] is None) == (method != "model")
+    report = paths["report"].read_text()
+    assert "Confusion matrix: model" in report and "persistence" in report
+    assert paths["plot"].stat().st_size > 1000
+    assert not [p for p in (tmp_path / "r").iterdir() if p.name.startswith(".")]
+
+
+def test_purchase_only_histories_work(fan_events):
+    """CDNOW-like input: only order / refund events (no watch or interaction features)."""
+    from training.tiers_backtest import run_tier_backtest
+
+    orders = fan_events[fan_events["event_type"].isin(["order", "refund"])].reset_index(drop=True)
+    bt = run_tier_backtest(orders, rules=TierRules(window_days=60), train_cutoffs=3)
+    assert bt.metrics["model"]["n"] > 0
+    assert bt.metrics["model"]["dormant_auc"] > 0.6
+    scored = score_fans(bt.model, fan_features(orders, SCORE_AT))
+    assert scored["p_dormant"].notna().all() and scored["tier"].notna().all()
+
+
+def test_imported_purchase_log_is_scored(model):
+    from features.importers.transactions import import_transactions
+    from tests.conftest import ROOT
+
+    result = import_transactions(
+        ROOT / "tests" / "data" / "purchases.csv",
+        fan_col="fan",
+        time_col="time",
+        amount_col="amount",
+        sep=None,
+        time_format=None,
+        room_id="store",
+        tz="Asia/Shanghai",
+    )
+    feats = fan_features(result.table, "2024-04-01")
+    scored = score_fans(model, feats)
+    assert len(scored) == result.table["fan_id"].nunique() > 0
+    np.testing.assert_allclose(scored[list(PROBA_COLUMNS)].sum(axis=1), 1.0)
+
+
+def test_too_short_history_is_a_clear_error(fan_events):
+    from training.tiers_backtest import run_tier_backtest
+
+    with pytest.raises(ValueError, match="too short"):
+        run_tier_backtest(fan_events, rules=TierRules(window_days=120), eval_cutoffs=2)
+
+
+def test_cli_backtest_writes_metrics_and_rejects_bad_input(fan_events, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from livecast.cli import app
+
+    data = tmp_path / "data"
+    data.mkdir()
+    fan_events.to_parquet(data / "fan_events.parquet")
+    out = tmp_path / "report"
+    runner = CliRunner()
+    args = ["segments", "backtest", "--events", str(data), "--out", str(out)]
+    res = runner.invoke(app, [*args, "--train-cutoffs", "3"])
+    assert res.exit_code == 0, res.output
+    assert set(json.loads((out / "metrics.json").read_text())) == {
+        "model",
+        "persistence",
+        "rfm_rules",
+    }
+    assert "macro_f1" in res.output
+    bad = fan_events.head(50).copy()
+    bad["event_type"] = bad["event_type"].astype(object)
+    bad.loc[3, "event_type"] = "teleport"
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    res = runner.invoke(
+        app, ["segments", "backtest", "--events", str(tmp_path / "bad.csv"), "--out", str(out)]
+    )
+    assert res.exit_code == 2
+    assert "event_type" in res.output and "teleport" in res.output

@@ -5,13 +5,15 @@ before ``C``) and the label is :func:`features.fans.tier_labels` (the rules appl
 ``[C, C + window_days)``); frames of several cutoffs are stacked. The same feature SQL runs in
 training, in the batch run and in the service, so there is one definition of every feature.
 
-Fit. Cutoffs are time-ordered; the booster is fitted on every cutoff but the latest one, with
-early stopping on the latest (modest size: the batch run scores a million fans). The decision
-rule is then chosen on that held-out latest cutoff: the tier is ``argmax(proba * weights)`` with
-per-class weights found by coordinate ascent on a log grid to maximise macro-F1. Plain argmax
-rarely predicts the rare tiers and loses to persistence on macro-F1; the weights fix that
-without touching the probabilities. Finally the booster is refitted on all the cutoffs with the
-number of trees early stopping chose (``refit=True``), so the latest behaviour is learnt too.
+Fit. Cutoffs are time-ordered; the booster is fitted on every cutoff but the latest
+``holdout_cutoffs`` (default 2), with early stopping on those (modest size: the batch run scores a
+million fans). The decision rule is then chosen on the same held-out latest cutoffs: the tier is
+``argmax(proba * weights)`` with per-class weights found by coordinate ascent on a log grid to
+maximise macro-F1 (two cutoffs rather than one make the weights of the rare tiers less noisy).
+Plain argmax rarely predicts the rare tiers and loses to persistence on macro-F1; the weights
+fix that without touching the probabilities. Finally the booster is refitted on all the cutoffs
+with the number of trees early stopping chose (``refit=True``), so the latest behaviour is
+learnt too.
 
 Outputs: the four probabilities in :data:`features.fans.TIERS` order (``p_dormant`` is the
 churn-risk score) and the decided tier. Everything is deterministic for a fixed seed (fixed
@@ -52,14 +54,17 @@ class TierParams(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    learning_rate: float = Field(0.1, gt=0, le=0.5)
-    num_leaves: int = Field(31, ge=4, le=512)
-    min_data_in_leaf: int = Field(50, ge=1, le=5000)
+    learning_rate: float = Field(0.05, gt=0, le=0.5)
+    num_leaves: int = Field(15, ge=4, le=512)
+    min_data_in_leaf: int = Field(100, ge=1, le=5000)
     feature_fraction: float = Field(0.9, gt=0, le=1)
     lambda_l2: float = Field(1.0, ge=0, le=100)
     max_rounds: int = Field(200, ge=5, le=5000)
     early_stopping_rounds: int = Field(20, ge=2, le=500)
     tune_weights: bool = Field(True, description="Choose class weights for macro-F1.")
+    holdout_cutoffs: int = Field(
+        2, ge=1, le=6, description="Latest training cutoffs held out for early stopping / weights."
+    )
     refit: bool = Field(True, description="Refit on all cutoffs with the chosen tree count.")
     seed: int = 0
     num_threads: int = Field(
@@ -242,10 +247,11 @@ def fit_tier_model(
     lgb_params = params.lgb_params()
     weights: tuple[float, ...] = (1.0,) * len(TIERS)
     holdout_f1 = None
-    latest = stamps[-1]
-    fit_part = frame[frame["cutoff"] < latest]
-    hold_part = frame[frame["cutoff"] == latest]
-    if len(stamps) > 1 and not fit_part.empty and not hold_part.empty:
+    n_hold = min(params.holdout_cutoffs, len(stamps) - 1)
+    held = stamps[len(stamps) - n_hold :] if n_hold > 0 else []
+    fit_part = frame[~frame["cutoff"].isin(held)]
+    hold_part = frame[frame["cutoff"].isin(held)]
+    if held and not fit_part.empty and not hold_part.empty:
         train_set = _dataset(fit_part, features)
         valid_set = _dataset(hold_part, features)
         booster = lgb.train(
@@ -272,7 +278,7 @@ def fit_tier_model(
     counts = frame["tier"].value_counts()
     metadata = {
         "cutoffs": [str(c) for c in stamps],
-        "weights_cutoff": str(latest) if holdout_f1 is not None else None,
+        "weights_cutoffs": [str(c) for c in held] if holdout_f1 is not None else [],
         "holdout_macro_f1": holdout_f1,
         "num_trees": rounds,
         "n_train": len(frame),

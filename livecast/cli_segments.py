@@ -1,0 +1,189 @@
+"""``livecast segments``: backtest, train and promote the fan-tier model (thin commands)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.table import Table
+
+from livecast.config import get_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _friendly_errors(fn: F) -> F:
+    """``livecast.cli._friendly_errors`` (bad input: a clear message and exit code 2), looked up
+    at call time: ``livecast.cli`` imports this module while it is being defined."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from livecast.cli import _friendly_errors as friendly
+
+        return friendly(fn)(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _console() -> Any:
+    from livecast.cli import console
+
+    return console
+
+
+def _cell(value: Any) -> str:
+    from livecast.cli import _cell as cell
+
+    return cell(value)
+
+
+segments_app = typer.Typer(
+    help="Fan tiers (core / active / potential / dormant): backtest, train, promote.",
+    no_args_is_help=True,
+)
+
+EventsOpt = Annotated[
+    Path,
+    typer.Option(
+        help="Fan events: a Parquet / CSV file, a dataset folder (fan_events.parquet) or a"
+        " folder of files, in the fan_events contract."
+    ),
+]
+WindowOpt = Annotated[int, typer.Option(min=1, max=366, help="Tier window length, days.")]
+CutoffsOpt = Annotated[
+    int, typer.Option(min=1, help="Evaluation cutoffs (latest ones, one window apart).")
+]
+TrainCutoffsOpt = Annotated[int, typer.Option(min=1, help="Training cutoffs (step-days apart).")]
+StepOpt = Annotated[int, typer.Option(min=1, help="Days between training cutoffs.")]
+SpendOpt = Annotated[
+    float | None, typer.Option(min=0, help="Window spend for core (currency); default 300.")
+]
+OrdersOpt = Annotated[int | None, typer.Option(min=1, help="Orders for a repeat buyer.")]
+SeedOpt = Annotated[int, typer.Option(help="Random seed.")]
+
+
+def _rules(window_days: int, core_min_spend: float | None, core_min_orders: int | None) -> Any:
+    from features.fans import TierRules
+
+    given = {"core_min_spend": core_min_spend, "core_min_orders": core_min_orders}
+    return TierRules(window_days=window_days, **{k: v for k, v in given.items() if v is not None})
+
+
+def print_tier_metrics(metrics: dict[str, Any]) -> None:
+    """The backtest table and the quality bars."""
+    from training.tiers_backtest import bars, metrics_frame
+
+    df = metrics_frame(metrics)
+    table = Table(title="fan-tier backtest (higher is better, except log loss)")
+    for col in df.columns:
+        table.add_column(str(col))
+    for row in df.itertuples(index=False):
+        table.add_row(*[_cell(v) for v in row])
+    _console().print(table)
+    bar_table = Table("quality bar", "model", "baseline", "holds", title="quality bars")
+    for b in bars(metrics):
+        bar_table.add_row(b["bar"], _cell(b["model"]), _cell(b["baseline"]), str(b["holds"]))
+    _console().print(bar_table)
+
+
+@segments_app.command("backtest")
+@_friendly_errors
+def backtest(
+    events: EventsOpt,
+    out: Annotated[Path, typer.Option(help="Report folder.")] = Path("reports/segments"),
+    window_days: WindowOpt = 30,
+    cutoffs: CutoffsOpt = 2,
+    train_cutoffs: TrainCutoffsOpt = 6,
+    step_days: StepOpt = 30,
+    core_min_spend: SpendOpt = None,
+    core_min_orders: OrdersOpt = None,
+    seed: SeedOpt = 0,
+) -> None:
+    """Evaluate the tier model against persistence and RFM rules on later, held-out cutoffs."""
+    from training.tiers import TierParams
+    from training.tiers_backtest import read_fan_events, run_tier_backtest, write_tier_report
+
+    s = get_settings()
+    ev = read_fan_events(events, tz=s.timezone)
+    bt = run_tier_backtest(
+        ev,
+        rules=_rules(window_days, core_min_spend, core_min_orders),
+        params=TierParams(seed=seed),
+        eval_cutoffs=cutoffs,
+        train_cutoffs=train_cutoffs,
+        step_days=step_days,
+        tz=s.timezone,
+    )
+    paths = write_tier_report(bt, out)
+    print_tier_metrics(bt.metrics)
+    _console().print(f"report: {paths['report']}  metrics: {paths['metrics']}")
+
+
+@segments_app.command("train")
+@_friendly_errors
+def train(
+    events: EventsOpt,
+    window_days: WindowOpt = 30,
+    cutoffs: CutoffsOpt = 2,
+    train_cutoffs: TrainCutoffsOpt = 6,
+    step_days: StepOpt = 30,
+    core_min_spend: SpendOpt = None,
+    core_min_orders: OrdersOpt = None,
+    seed: SeedOpt = 0,
+) -> None:
+    """Backtest, fit on the latest cutoffs, register livecast-tiers in MLflow, export a bundle."""
+    from training.tiers import TierParams
+    from training.tiers_backtest import read_fan_events, train_tiers
+
+    s = get_settings()
+    ev = read_fan_events(events, tz=s.timezone)
+    result = train_tiers(
+        ev,
+        models_dir=s.models_dir,
+        report_dir=s.reports_dir / "segments-train",
+        mlflow_uri=s.mlflow_uri,
+        rules=_rules(window_days, core_min_spend, core_min_orders),
+        params=TierParams(seed=seed),
+        eval_cutoffs=cutoffs,
+        train_cutoffs=train_cutoffs,
+        step_days=step_days,
+        tz=s.timezone,
+    )
+    print_tier_metrics(result.backtest.metrics)
+    _console().print(
+        f"train id {result.train_id}: bundle {result.bundle_dir},"
+        f" registered livecast-tiers v{result.version}"
+    )
+
+
+@segments_app.command("promote")
+@_friendly_errors
+def promote(
+    train_id: Annotated[
+        str | None, typer.Option(help="Candidate train id (default: latest registered).")
+    ] = None,
+    events: Annotated[
+        Path | None,
+        typer.Option(help="Fan events to backtest both on if their evaluation cutoffs differ."),
+    ] = None,
+) -> None:
+    """Move @champion of livecast-tiers only if the candidate beats it on macro-F1."""
+    from training.promote import promote as run_promote
+    from training.tiers_backtest import TIER_GATE, read_fan_events, reevaluator
+
+    s = get_settings()
+    reevaluate = None
+    if events is not None:
+        reevaluate = reevaluator(read_fan_events(events, tz=s.timezone), tz=s.timezone)
+    decision = run_promote(
+        uri=s.mlflow_uri,
+        models_dir=s.models_dir,
+        train_id=train_id,
+        reevaluate=reevaluate,
+        gate=TIER_GATE,
+    )
+    verdict = "[green]promoted[/]" if decision.promoted else "[yellow]not promoted[/]"
+    _console().print(f"{verdict} {decision.candidate.train_id}: {decision.reason}")

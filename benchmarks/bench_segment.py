@@ -167,6 +167,24 @@ def run_one(events: Path, model: Path, partitions: int | None) -> dict[str, obje
     return record
 
 
+def frame_latency(model_dir: Path, fans: int = 2_000, repeats: int = 5) -> dict[str, object]:
+    """Best-of-``repeats`` time of ``segment_frame`` on a simulated frame of ``fans`` fans (the
+    size the HTTP service and notebooks pass)."""
+    from features.simulate import simulate
+    from serving.batch import default_cutoff, segment_frame
+    from training.tiers import load_tier_bundle
+
+    model = load_tier_bundle(model_dir)
+    events = simulate(seed=0, rooms=8, days=240, fans=fans).fan_events
+    cutoff = default_cutoff(int(events["event_time"].max().value // 1000))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = segment_frame(model, events, cutoff)
+        best = min(best, time.perf_counter() - t0)
+    return {"fans": len(out), "events": len(events), "seconds": round(best, 4)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 5_000_000])
@@ -186,6 +204,8 @@ def main() -> None:
     from rich.table import Table
 
     model = bench_model(args.model)
+    latency = frame_latency(model)
+    print(json.dumps({"segment_frame": latency}), flush=True)
     rows = []
     for fans in args.sizes:
         folder = DATA / f"fans_{fans}"
@@ -211,6 +231,10 @@ def main() -> None:
             f"{r['seconds'] / max(r['fans'], 1) * 1e6:.1f}",
         )
     Console().print(table)
+    print(
+        f"segment_frame on {latency['fans']:,} fans ({latency['events']:,} events):"
+        f" {latency['seconds'] * 1000:.0f} ms"
+    )
     load = os.getloadavg()
     record = {
         "benchmark": "segment",
@@ -220,6 +244,7 @@ def main() -> None:
             "load_average_1_5_15": [round(x, 2) for x in load],
         },
         "model": str(model.name),
+        "segment_frame": latency,
         "runs": rows,
     }
     with atomic_path(args.out) as tmp:

@@ -102,6 +102,10 @@ def test_local_buckets_and_dask_match_segment_frame(model, events_file, referenc
         )
     assert dask.engine == "dask" and dask.partitions == 3
     pd.testing.assert_frame_equal(read_scores(dask.out_path), reference)
+    for t in TIERS:  # the Dask run sums GMV in SQL, the local run from the fan features
+        local_row, dask_row = three.summary["tiers"][t], dask.summary["tiers"][t]
+        assert dask_row["fans"] == local_row["fans"]
+        assert dask_row["gmv"] == pytest.approx(local_row["gmv"], abs=0.01)
 
 
 def test_purchase_only_input(model, events, tmp_path):

@@ -482,12 +482,19 @@ function addVariantRow(name, overrides = {}) {
   const n = $$("#variant-rows tr").length + 1;
   tr.innerHTML = `<td><input class="v-name" type="text" value="${esc(name || "Variant " + n)}"></td>` +
     VARIANT_FIELDS.map(([f]) => {
-      const v = f in overrides ? overrides[f] : base[f];
-      return `<td><input class="v-field" data-key="${f}" name="${f}" type="number" step="any" value="${esc(v ?? "")}"></td>`;
+      const v = f in overrides ? overrides[f] : "";
+      return `<td><input class="v-field" data-key="${f}" name="${f}" type="number" step="any" value="${esc(v)}" placeholder="${esc(base[f] ?? "")}"></td>`;
     }).join("") +
     `<td><button type="button" class="icon remove-variant" title="Remove variant" aria-label="Remove variant">×</button></td>`;
   $(".remove-variant", tr).addEventListener("click", () => tr.remove());
   $("#variant-rows").appendChild(tr);
+}
+
+/** Blank variant cells show the draft plan's current value. */
+function refreshVariantPlaceholders() {
+  const { plan } = planFromForm();
+  const base = { ...plan, start_hour: plan.start_time ? planHour(plan) : "" };
+  for (const input of $$("#variant-rows .v-field")) input.placeholder = String(base[input.dataset.key] ?? "");
 }
 
 function presetVariants() {
@@ -734,7 +741,10 @@ async function onReview() {
 function showView(name) {
   for (const tab of $$(".tab")) tab.classList.toggle("active", tab.dataset.view === name);
   for (const v of ["forecast", "compare", "suggest", "review"]) $("#view-" + v).hidden = v !== name;
-  if (name === "compare" && !$$("#variant-rows tr").length) presetVariants();
+  if (name === "compare") {
+    if (!$$("#variant-rows tr").length) presetVariants();
+    refreshVariantPlaceholders();
+  }
 }
 
 document.addEventListener("DOMContentLoaded", () => {

@@ -13,6 +13,7 @@ partition).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Generator, Iterator
@@ -54,6 +55,8 @@ def dask_client(scheduler: Any = None) -> Iterator[Client]:
             yield client
         return
     workers = os.cpu_count() or 1
+    # the in-process scheduler logs every shuffle's start and end as a WARNING
+    logging.getLogger("distributed.shuffle._scheduler_plugin").setLevel(logging.ERROR)
     with (
         LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None

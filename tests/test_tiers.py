@@ -257,3 +257,64 @@ def test_cli_backtest_writes_metrics_and_rejects_bad_input(fan_events, tmp_path)
     )
     assert res.exit_code == 2
     assert "event_type" in res.output and "teleport" in res.output
+
+
+# ----------------------------------------------------------------------------------------------
+# Tracking and promotion
+
+
+def test_tier_gate_prefers_higher_macro_f1():
+    from training.promote import Candidate, decide
+    from training.tiers_backtest import TIER_GATE
+
+    def cand(train_id, f1):
+        bundle = f"tiers-{train_id}"
+        return Candidate(train_id, {"tiers": "1"}, {"tiers": f1}, "s", bundle, {}, TIER_GATE)
+
+    assert decide(cand("b", 0.51), cand("a", 0.50))[0]
+    assert not decide(cand("b", 0.50), cand("a", 0.50))[0]
+    ok, reason = decide(cand("b", 0.40), cand("a", 0.50))
+    assert not ok and "macro-F1 0.4000 vs 0.5000" in reason
+
+
+def test_train_registers_and_a_worse_tier_candidate_is_not_promoted(
+    fan_events, mlflow_uri, tmp_path
+):
+    from training.bundle import CHAMPION_FILE, champion_info
+    from training.promote import promote
+    from training.registry import CHALLENGER, CHAMPION, alias_version, run_data
+    from training.tiers_backtest import TARGET, TIER_GATE, train_tiers
+
+    models = tmp_path / "models"
+    kwargs = dict(models_dir=models, mlflow_uri=mlflow_uri, train_cutoffs=3)
+    good = train_tiers(fan_events, report_dir=tmp_path / "r1", **kwargs)
+    params, metrics, tags = run_data(alias_or_run(TARGET, good.version, mlflow_uri), mlflow_uri)
+    assert tags["train_id"] == good.train_id and tags["bundle"] == f"tiers-{good.train_id}"
+    assert metrics["model_macro_f1"] == pytest.approx(good.backtest.metrics["model"]["macro_f1"])
+    assert "persistence_dormant_auc" in metrics and params["rule_window_days"] == "30"
+    assert load_tier_bundle(good.bundle_dir).metadata["train_id"] == good.train_id
+
+    first = promote(uri=mlflow_uri, models_dir=models, gate=TIER_GATE)
+    assert first.promoted
+    assert str(alias_version(TARGET, CHAMPION, mlflow_uri).version) == good.version
+    assert champion_info(models, TIER_CHAMPION_FILE)["train_id"] == good.train_id
+    assert not (models / CHAMPION_FILE).exists()  # the forecaster's pointer is untouched
+
+    weak = TierParams(max_rounds=5, num_leaves=4, tune_weights=False)
+    worse = train_tiers(fan_events, report_dir=tmp_path / "r2", params=weak, **kwargs)
+    assert worse.backtest.signature == good.backtest.signature
+    second = promote(uri=mlflow_uri, models_dir=models, gate=TIER_GATE)
+    assert not second.promoted and "does not beat" in second.reason
+    assert str(alias_version(TARGET, CHAMPION, mlflow_uri).version) == good.version
+    assert str(alias_version(TARGET, CHALLENGER, mlflow_uri).version) == worse.version
+    assert load_tier_bundle(models).metadata["train_id"] == good.train_id
+
+
+def alias_or_run(target, version, uri):
+    import mlflow
+
+    from training.registry import model_name
+
+    return (
+        mlflow.MlflowClient(tracking_uri=uri).get_model_version(model_name(target), version).run_id
+    )

@@ -192,6 +192,8 @@ class TierBacktest:
     model: TierModel
     signature: str
     predictions: pd.DataFrame = field(repr=False)
+    frame: pd.DataFrame = field(repr=False)
+    """The stacked features and labels of every planned cutoff (reused by the final fit)."""
 
 
 def events_fingerprint(events: pd.DataFrame) -> str:
@@ -232,8 +234,12 @@ def run_tier_backtest(
         step_days=step_days,
         tz=tz,
     )
-    frame = tier_frame(events, [*plan.train, *plan.evaluation], rules, tz=tz)
-    model = fit_tier_model(None, plan.train, rules, params, frame=frame, tz=tz)
+    # one stacked frame for every cutoff the backtest and the final fit use (they often coincide)
+    all_cutoffs = sorted({*plan.train, *plan.evaluation, *plan.final})
+    frame = tier_frame(events, all_cutoffs, rules, tz=tz)
+    model = fit_tier_model(
+        None, plan.train, rules, params, frame=frame[frame["cutoff"].isin(plan.train)], tz=tz
+    )
     ev = frame[frame["cutoff"].isin(plan.evaluation)].reset_index(drop=True)
     y = tier_codes(ev["tier"])
     scored = score_fans(model, ev)
@@ -283,6 +289,7 @@ def run_tier_backtest(
         model,
         signature,
         predictions,
+        frame,
     )
 
 
@@ -483,7 +490,8 @@ def train_tiers(
     payload = bt.signature + json.dumps(logged, sort_keys=True, default=str)
     train_id = hashlib.sha256(payload.encode()).hexdigest()[:10]
     write_tier_report(bt, report_dir, title=f"livecast fan-tier backtest ({train_id})")
-    model = fit_tier_model(events, bt.plan.final, rules, params, tz=tz)
+    final = bt.frame[bt.frame["cutoff"].isin(bt.plan.final)]
+    model = fit_tier_model(None, bt.plan.final, rules, params, frame=final, tz=tz)
     model.metadata.update(
         {"train_id": train_id, "eval_signature": bt.signature, "backtest": bt.metrics}
     )

@@ -42,6 +42,7 @@ from features.io import load_dataset
 from features.sessions import feature_families
 from features.simulate import simulate, summarize
 from livecast.config import get_settings
+from livecast.notebook import show
 from training.backtest import bars
 from training.data import training_frame
 from training.diagnostics import coverage_by, error_by, importance_by_family
@@ -51,9 +52,6 @@ from training.registry import CHAMPION, alias_version
 from training.report import metrics_table
 from training.train import train
 from training.tune import save_params, tune
-
-# training.report draws its report plots off-screen: plot inline here
-# %matplotlib inline
 
 # %% tags=["parameters"]
 DATA_PATH = None  # dataset folder (contract Parquet files); None: simulate
@@ -134,7 +132,7 @@ ax.plot(done["number"], done["value"].cummin(), "-", label="best so far")
 ax.set_xlabel("trial")
 ax.set_ylabel("mean WAPE (viewers, GMV)")
 ax.legend()
-plt.show()
+show(fig)
 
 # %% [markdown]
 # ## 4. The champion to beat
@@ -200,7 +198,7 @@ for ax, t in zip(np.atleast_1d(axes), targets, strict=True):
     ax.plot(lims, lims, color="k", lw=1)
     ax.set(xscale="log", yscale="log", xlabel=f"actual {t}", ylabel=f"forecast {t} (P50)")
 fig.tight_layout()
-plt.show()
+show(fig)
 
 # %% [markdown]
 # ## 7. Where does it err? By room and by time slot
@@ -216,7 +214,7 @@ for ax, (table, key) in zip(axes, [(by_room, "room_id"), (by_slot, "hour_band")]
     g[["wape_model", "wape_trailing_mean", "wape_slot_mean"]].plot.bar(ax=ax, width=0.8)
     ax.set(ylabel="GMV WAPE", title=f"GMV error by {key}")
 fig.tight_layout()
-plt.show()
+show(fig)
 by_slot.pivot(index="hour_band", columns="target", values="wape_model")
 
 # %% [markdown]
@@ -234,7 +232,7 @@ for ax, (table, key) in zip(axes, [(cov_fold, "fold"), (cov_slot, "hour_band")],
     ax.axhline(0.8, color="k", ls="--", lw=1)
     ax.set(ylim=(0, 1), ylabel="P10-P90 coverage", title=f"coverage by {key}")
 fig.tight_layout()
-plt.show()
+show(fig)
 coverage_by(preds, "cold_start")
 
 # %% [markdown]
@@ -249,7 +247,8 @@ shares = imp.pivot(index="target", columns="family", values="share")
 ax = shares.plot.barh(stacked=True, figsize=(8, 3))
 ax.set(xlabel="share of gain", xlim=(0, 1))
 ax.legend(bbox_to_anchor=(1.0, 1.0))
-plt.show()
+fig = ax.figure
+show(fig)
 shares.round(3)
 
 # %% [markdown]

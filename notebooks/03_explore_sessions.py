@@ -41,8 +41,7 @@ from features import explore
 from features.io import load_dataset
 from features.simulate import simulate
 from livecast.config import get_settings
-
-# %matplotlib inline
+from livecast.notebook import show
 
 # %% tags=["parameters"]
 DATA_PATH = None  # dataset folder (contract Parquet files); None: simulate
@@ -83,7 +82,7 @@ ax.set_xticks(range(grid.shape[1]), [str(c) for c in grid.columns])
 ax.set_yticks(range(grid.shape[0]), grid.index)
 fig.colorbar(im, label=f"{METRIC} / room median")
 ax.set_title(f"{METRIC} by hour band, relative to each room's median session")
-plt.show()
+show(fig)
 best = explore.best_slots(
     sessions, METRIC, slot="hour_band", min_sessions=MIN_SESSIONS, tz=settings.timezone
 )
@@ -95,7 +94,8 @@ by_weekday = explore.slot_table(sessions, METRIC, slot="weekday", tz=settings.ti
 ax = by_weekday.groupby("weekday", observed=True)["relative"].median().plot.bar(figsize=(6, 3))
 ax.axhline(1.0, color="k", lw=1)
 ax.set(ylabel=f"median relative {METRIC}", title="day of week (median over rooms)")
-plt.show()
+fig = ax.figure
+show(fig)
 
 # %% [markdown]
 # ## 2. Festival uplift
@@ -113,7 +113,8 @@ wide = uplift.pivot(index="festival", columns="metric", values="uplift")
 ax = wide.plot.bar(figsize=(7, 3.5))
 ax.axhline(1.0, color="k", lw=1)
 ax.set(ylabel="window / ordinary (x)", title="festival uplift (median over rooms)")
-plt.show()
+fig = ax.figure
+show(fig)
 display(uplift)
 
 # %% [markdown]
@@ -134,7 +135,7 @@ for ax, mechanic in zip(axes.ravel(), mechanics, strict=True):
 for ax in axes[:, 0]:
     ax.set_ylabel("relative conversion")
 fig.tight_layout()
-plt.show()
+show(fig)
 promo.pivot_table(index=["mechanic", "level"], values=["n", "mean", "relative"], sort=False)
 
 # %% [markdown]
@@ -155,5 +156,5 @@ for ax, part in zip(axes, parts, strict=True):
     ax.tick_params(axis="x", rotation=60)
 axes[0].set_ylabel(f"relative {METRIC}")
 fig.tight_layout()
-plt.show()
+show(fig)
 mix.pivot_table(index=["mix", "level"], values=["n", "rooms", "relative"], sort=False)

@@ -102,6 +102,7 @@ def test_notebook_runs_top_to_bottom(script: Path, kernel_path, tmp_path, monkey
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.setenv("JUPYTER_PATH", str(kernel_path))
+    # off-screen backend; livecast.notebook.show still renders every figure to a PNG output
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("LIVECAST_MLFLOW_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
     monkeypatch.setenv("LIVECAST_MODELS_DIR", str(tmp_path / "models"))

@@ -1,0 +1,22 @@
+"""Helpers for the notebooks in ``notebooks/``.
+
+:func:`show` renders a matplotlib figure to a PNG output itself, so figures appear whatever
+backend is active (report code switches matplotlib to the off-screen ``Agg`` backend, which
+would otherwise hide them) and the executed-notebook tests see every plot.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+
+def show(fig: Any, dpi: int = 90) -> None:
+    """Display ``fig`` as a PNG in the notebook output and close it."""
+    import matplotlib.pyplot as plt
+    from IPython.display import Image, display
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    display(Image(data=buf.getvalue(), format="png"))

@@ -255,6 +255,7 @@ def _fill_plan(page: Any, plan: SessionPlan) -> None:
     """Type a plan into the form the way a planner would."""
     start = plan.start_time
     page.fill("#room_id", plan.room_id)
+    page.fill("#host_id", plan.host_id or "")
     page.select_option("#platform", plan.platform)
     page.fill("#start_date", start.strftime("%Y-%m-%d"))
     page.fill("#start_clock", start.strftime("%H:%M"))
@@ -348,6 +349,7 @@ def test_unknown_room_is_flagged_cold_start(planner: PageRun) -> None:
     plan = DRAFT.model_copy(
         update={
             "room_id": "brand-new-room",
+            "host_id": "host-new",
             "followers_at_start": 25_000,
             "room_category": "apparel",
         }

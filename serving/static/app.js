@@ -34,7 +34,7 @@ const INT_FIELDS = [
   "warmup_videos", "community_pushes",
 ];
 const FLOAT_FIELDS = ["planned_duration_min", "coupon_value", "discount_depth", "paid_promo_budget"];
-const TEXT_FIELDS = ["room_id", "platform", "session_type", "title", "room_category"];
+const TEXT_FIELDS = ["room_id", "host_id", "platform", "session_type", "title", "room_category"];
 const EXAMPLE_SKUS = [
   { sku_id: "sku-1", category: "beauty", list_price: 299, live_price: 199, stock: 800, is_new_launch: false },
   { sku_id: "sku-2", category: "beauty", list_price: 159, live_price: 99, stock: 1500, is_new_launch: false },
@@ -334,7 +334,7 @@ function showModel(model) {
 
 /** P10–P90 band with the P50 marker, on a 0..max scale. */
 function intervalSvg(iv, kind, max, actual) {
-  const W = 320, H = 50, L = 8, R = 8, y = 24;
+  const W = 240, H = 50, L = 8, R = 8, y = 24;
   const x = (v) => L + (W - L - R) * (max > 0 ? v / max : 0);
   const x10 = x(iv.p10), x50 = x(iv.p50), x90 = x(iv.p90);
   const ticks = [0, 0.25, 0.5, 0.75, 1].map((t) =>

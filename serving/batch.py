@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 import threading
 import time
 import uuid
@@ -510,13 +511,19 @@ def segment(
     if out_path.resolve() in {p.resolve() for p in inp.paths}:
         raise ValueError(f"{out_path}: the output would overwrite an input file")
 
+    # DuckDB spills to disk beyond its memory limit: keep that out of the working folder
+    spill = tempfile.TemporaryDirectory(prefix="livecast-segment-")
     con = connect()
-    con.execute(f"SET TimeZone = '{tz}'")
-    csv_frame = read_csv_events(inp, tz) if inp.kind == "csv" else None
-    opened = _open_frame(con, csv_frame) if csv_frame is not None else _open_parquet(con, inp, tz)
-    clock = {"read_and_validate": time.perf_counter() - t0}
     batches: Generator[Batch] | None = None
     try:
+        con.execute(f"SET TimeZone = '{tz}'")
+        con.execute(f"SET temp_directory = '{spill.name}'")
+        csv_frame = read_csv_events(inp, tz) if inp.kind == "csv" else None
+        if csv_frame is not None:
+            opened = _open_frame(con, csv_frame)
+        else:
+            opened = _open_parquet(con, inp, tz)
+        clock = {"read_and_validate": time.perf_counter() - t0}
         if cutoff is None:
             cut = default_cutoff(opened.max_time_us, tz)
         else:
@@ -588,6 +595,7 @@ def segment(
         if batches is not None:
             batches.close()  # releases an open DuckDB result or the Dask client
         con.close()  # drops the temporary views
+        spill.cleanup()
     return SegmentResult(
         out_path,
         summary_path,

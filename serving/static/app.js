@@ -739,7 +739,10 @@ async function onReview() {
 // ---------------------------------------------------------------------------- wiring
 
 function showView(name) {
-  for (const tab of $$(".tab")) tab.classList.toggle("active", tab.dataset.view === name);
+  for (const tab of $$(".tab")) {
+    tab.classList.toggle("active", tab.dataset.view === name);
+    tab.setAttribute("aria-selected", String(tab.dataset.view === name));
+  }
   for (const v of ["forecast", "compare", "suggest", "review"]) $("#view-" + v).hidden = v !== name;
   if (name === "compare") {
     if (!$$("#variant-rows tr").length) presetVariants();
@@ -761,5 +764,6 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#suggest-btn").addEventListener("click", onSuggest);
   $("#review-btn").addEventListener("click", onReview);
   for (const tab of $$(".tab")) tab.addEventListener("click", () => showView(tab.dataset.view));
+  showView("forecast");
   document.body.dataset.ready = "true";
 });

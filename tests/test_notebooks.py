@@ -50,7 +50,7 @@ def _sources(nb) -> list[tuple[str, str]]:
 
 
 def test_every_notebook_has_a_small_configuration():
-    assert _scripts() and {p.stem for p in _scripts()} <= set(SMALL)
+    assert {p.stem for p in _scripts()} == set(SMALL)
 
 
 @pytest.mark.parametrize("script", _scripts(), ids=_ids(_scripts()))

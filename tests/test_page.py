@@ -392,6 +392,13 @@ def test_bad_input_shows_the_api_error_beside_the_form(planner: PageRun) -> None
     assert page.is_hidden("#form-errors")
     assert page.is_visible("[data-testid='forecast']")
 
+    # a missing start time is caught before sending, with the field marked
+    page.fill("#start_date", "")
+    page.click("#forecast-btn")
+    page.wait_for_selector("#form-errors:not([hidden])")
+    assert "start_time" in page.inner_text("#form-errors")
+    assert "invalid" in page.get_attribute("#start_date", "class")
+
 
 def test_compare_variants_match_the_api(planner: PageRun) -> None:
     page = planner.page

@@ -252,7 +252,8 @@ function errorItems(body, status) {
 function showErrors(boxId, status, body, summary) {
   const items = errorItems(body, status);
   const box = $(boxId);
-  box.innerHTML = `<div class="err-title">${esc(summary)} (HTTP ${status})</div><ul>` +
+  const where = status ? `HTTP ${status}` : "checked before sending";
+  box.innerHTML = `<div class="err-title">${esc(summary)} (${where})</div><ul>` +
     items.map((it) => `<li data-testid="error-item"><code>${esc(locText(it.loc))}</code> ${esc(it.msg)}</li>`).join("") +
     "</ul>";
   box.hidden = false;
@@ -272,7 +273,7 @@ function showErrors(boxId, status, body, summary) {
       return el && el.closest("#plan-form");
     });
     if (planItems.length) {
-      $("#form-errors").innerHTML = `<div class="err-title">${esc(summary)} (HTTP ${status})</div><ul>` +
+      $("#form-errors").innerHTML = `<div class="err-title">${esc(summary)} (${where})</div><ul>` +
         planItems.map((it) => `<li><code>${esc(locText(it.loc))}</code> ${esc(it.msg)}</li>`).join("") + "</ul>";
       $("#form-errors").hidden = false;
     }

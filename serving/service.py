@@ -18,6 +18,7 @@ answers 415 for non-JSON bodies and 413 for oversized ones, and scoring errors a
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -36,6 +37,7 @@ from serving.schemas import (
     Actuals,
     CompareRequest,
     CompareResponse,
+    ErrorResponse,
     FanEvent,
     ForecastRequest,
     ForecastResponse,
@@ -90,6 +92,9 @@ class GuardMiddleware:
             return
         path = scope.get("path", "")
         method = scope.get("method", "GET")
+        if path == "/docs.json" and method in ("GET", "HEAD"):
+            await JSONResponse(openapi_document())(scope, receive, send)
+            return
         if path == "/" and method in ("GET", "HEAD"):
             index = STATIC_DIR / "index.html"
             if index.exists():
@@ -120,6 +125,45 @@ class GuardMiddleware:
                 await resp(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+_EXTRA_ERRORS = {
+    "413": "Request body too large",
+    "415": "Unsupported content type (send application/json)",
+    "422": "The request validated but cannot be scored",
+    "503": "The model this endpoint needs is not loaded",
+}
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    """BentoML's OpenAPI document, completed: the 400 body's ``detail`` is the list of
+    pydantic errors BentoML actually sends, and the service's own 4xx / 503 answers are
+    declared on every ``/v1`` operation (so the schema describes every response)."""
+    spec = Livecast.openapi_spec.asdict()
+    # the component schemas are pydantic's JSON Schema 2020-12 (numeric exclusiveMinimum,
+    # "type": "null"): that is OpenAPI 3.1, not the 3.0.2 BentoML states
+    spec["openapi"] = "3.1.0"
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    ref = "#/components/schemas/{model}"
+    err = ErrorResponse.model_json_schema(ref_template=ref)
+    for name, sub in err.pop("$defs", {}).items():
+        schemas[name] = sub
+    schemas["ErrorResponse"] = err
+    detail = schemas.get("InvalidArgument", {}).get("properties", {})
+    if "detail" in detail:
+        detail["detail"] = {
+            "anyOf": [
+                {"type": "string"},
+                {"type": "array", "items": {"$ref": ref.format(model="ErrorItem")}},
+            ]
+        }
+    body = {"application/json": {"schema": {"$ref": ref.format(model="ErrorResponse")}}}
+    for path, item in spec.get("paths", {}).items():
+        if path.startswith("/v1/") and "post" in item:
+            for code, text in _EXTRA_ERRORS.items():
+                item["post"]["responses"][code] = {"description": text, "content": body}
+    return spec
 
 
 def _unscorable(exc: Exception) -> JSONResponse:

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated
 
 import pandas as pd
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from features.contract import (
     MAX_COUNT,
@@ -29,6 +29,9 @@ PRICE_BANDS: tuple[tuple[str, float, float], ...] = (
     ("ge500", 500.0, math.inf),
 )
 """Live-price bands (currency): name, lower bound (inclusive), upper bound (exclusive)."""
+
+MIN_YEAR, MAX_YEAR = 1990, 2100
+"""Plausible years of a session start (pandas timestamps cannot hold every year)."""
 
 PriceBand = Annotated[str, Field(pattern="^(lt50|50_200|200_500|ge500)$")]
 
@@ -113,6 +116,13 @@ class SessionPlan(BaseModel):
     )
     products: list[ProductLine] | None = Field(None, max_length=5000)
     product_mix: ProductMix | None = None
+
+    @field_validator("start_time")
+    @classmethod
+    def _plausible_start(cls, value: datetime) -> datetime:
+        if not MIN_YEAR <= value.year <= MAX_YEAR:
+            raise ValueError(f"start_time must be between {MIN_YEAR} and {MAX_YEAR}")
+        return value
 
     @model_validator(mode="after")
     def _one_product_source(self) -> SessionPlan:

@@ -18,12 +18,13 @@ Shapes (all money in the room's currency, durations in minutes):
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from features.contract import MAX_COUNT, MAX_DURATION_MIN, MAX_MONEY, EventType
-from features.plan import SessionPlan
+from features.plan import MAX_YEAR, MIN_YEAR, SessionPlan
 
 MAX_PLANS = 1000
 """Plans per forecast request."""
@@ -392,6 +393,15 @@ class ReviewResponse(BaseModel):
 # --------------------------------------------------------------------------- segment
 
 
+def _plausible_time(value: datetime | None) -> datetime | None:
+    if value is not None and not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise ValueError(f"must be between {MIN_YEAR} and {MAX_YEAR}")
+    return value
+
+
+PlausibleTime = Annotated[AwareDatetime, AfterValidator(_plausible_time)]
+
+
 class FanEvent(BaseModel):
     """One ``fan_events`` contract row."""
 
@@ -399,7 +409,7 @@ class FanEvent(BaseModel):
 
     fan_id: str = Field(min_length=1, max_length=200)
     room_id: str = Field(min_length=1, max_length=200)
-    event_time: AwareDatetime
+    event_time: PlausibleTime
     event_type: EventType
     session_id: str | None = Field(None, min_length=1, max_length=200)
     watch_seconds: Annotated[float, Field(ge=0, le=MAX_COUNT, allow_inf_nan=False)] | None = None
@@ -410,7 +420,7 @@ class SegmentRequest(BaseModel):
     model_config = _STRICT
 
     events: list[FanEvent] = Field(min_length=1, max_length=MAX_EVENTS)
-    cutoff: AwareDatetime | None = Field(
+    cutoff: PlausibleTime | None = Field(
         None, description="Score as of this time (default: just after the last event)."
     )
 

@@ -337,6 +337,7 @@ def _bad_cases(ds) -> list[tuple[str, str, Any, str]]:
         ("absurd duration", fc, one(planned_duration_min=100000), "planned_duration_min"),
         ("absurd money", fc, one(coupon_value=1e15), "coupon_value"),
         ("naive time", fc, one(start_time="2026-06-18T20:00:00"), "start_time"),
+        ("implausible year", fc, one(start_time="0095-07-27T16:43:28+08:00"), "start_time"),
         ("unknown platform", fc, one(platform="weibo"), "platform"),
         ("unknown session type", fc, one(session_type="gala"), "session_type"),
         ("unknown category", fc, one(products=[bad_sku]), "category"),
@@ -370,10 +371,10 @@ def _bad_cases(ds) -> list[tuple[str, str, Any, str]]:
     ]
 
 
-@pytest.mark.parametrize("index", range(26))
+@pytest.mark.parametrize("index", range(27))
 def test_bad_input_gives_a_4xx_naming_the_field(client, small_dataset, index):
     cases = _bad_cases(small_dataset)
-    assert len(cases) == 26
+    assert len(cases) == 27
     name, route, body, field = cases[index]
     if isinstance(body, bytes):
         r = client.post(route, content=body, headers={"content-type": "application/json"})

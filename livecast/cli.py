@@ -500,6 +500,10 @@ def pipeline(
     bundle = load_bundle(result.bundle_dir)
     for item in score_plans(bundle, [plan]):
         _print_forecast(item)
+    if ds.fan_events is not None and not ds.fan_events.empty:
+        from livecast.cli_segments import tier_step
+
+        tier_step(ds.fan_events, data, seed=seed)
 
 
 from livecast.cli_segment import segment as _segment  # noqa: E402

@@ -187,3 +187,61 @@ def promote(
     )
     verdict = "[green]promoted[/]" if decision.promoted else "[yellow]not promoted[/]"
     _console().print(f"{verdict} {decision.candidate.train_id}: {decision.reason}")
+
+
+def tier_step(events: Any, data_dir: Path, *, seed: int = 0, train_cutoffs: int = 3) -> None:
+    """The main job's fan-tier part: backtest, train, register and promote the tier model on
+    ``events``, score every fan of ``data_dir/fan_events.parquet`` with the batch run and print
+    the tier table (fans, mean P(dormant), GMV share of the last window per predicted tier)."""
+    import pandas as pd
+
+    from serving.batch import segment
+    from training.promote import promote as run_promote
+    from training.tiers import TierParams
+    from training.tiers_backtest import TIER_GATE, data_end, reevaluator, train_tiers
+
+    s = get_settings()
+    result = train_tiers(
+        events,
+        models_dir=s.models_dir,
+        report_dir=s.reports_dir / "segments-train",
+        mlflow_uri=s.mlflow_uri,
+        params=TierParams(seed=seed),
+        train_cutoffs=train_cutoffs,
+        tz=s.timezone,
+    )
+    print_tier_metrics(result.backtest.metrics)
+    decision = run_promote(
+        uri=s.mlflow_uri,
+        models_dir=s.models_dir,
+        train_id=result.train_id,
+        reevaluate=reevaluator(events, tz=s.timezone),
+        gate=TIER_GATE,
+    )
+    verdict = "promoted" if decision.promoted else "not promoted"
+    _console().print(f"tier model {result.train_id} {verdict}: {decision.reason}")
+    events_file, out = Path(data_dir) / "fan_events.parquet", Path(data_dir) / "fan_tiers.parquet"
+    cutoff = data_end(events, s.timezone)
+    seg = segment(
+        events_file, out, model=result.model, cutoff=cutoff, tz=s.timezone, progress=False
+    )
+    scores = pd.read_parquet(out, columns=["tier", "p_dormant"])
+    p_dormant = scores.groupby("tier", observed=False)["p_dormant"].mean()
+    table = Table(
+        "tier",
+        "fans",
+        "share",
+        "mean P(dormant)",
+        f"GMV share (last {result.model.rules.window_days} days)",
+        title=f"fan tiers at {seg.cutoff:%Y-%m-%d} ({seg.fans:,} fans, {seg.seconds:.1f} s)",
+    )
+    for tier, row in seg.summary["tiers"].items():
+        table.add_row(
+            tier,
+            f"{row['fans']:,}",
+            f"{row['fan_share']:.1%}",
+            _cell(float(p_dormant.get(tier, float("nan")))),
+            f"{row['gmv_share']:.1%}",
+        )
+    _console().print(table)
+    _console().print(f"fan tiers: {out}")

@@ -83,13 +83,26 @@ class CutoffPlan:
 
 
 def _event_span(events: pd.DataFrame, tz: str) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """First event and last non-refund event, in ``tz``.
+
+    Refunds trail their orders by days after the last live session; counting them would put
+    the end of the data after activity stopped, so the latest label window would end with
+    empty days that make every fan look dormant.
+    """
     if events.empty:
         raise ValueError("fan events are empty: nothing to tier")
     times = pd.to_datetime(events["event_time"])
     if times.dt.tz is None:
         times = times.dt.tz_localize(tz)
     times = times.dt.tz_convert(tz)
-    return times.min(), times.max()
+    active = times[events["event_type"].astype("str").to_numpy() != "refund"]
+    return times.min(), (active if len(active) else times).max()
+
+
+def data_end(events: pd.DataFrame, tz: str = DEFAULT_TZ) -> pd.Timestamp:
+    """The local midnight (naive, in ``tz``) up to which the events are complete: the start of
+    the day of the last non-refund event. Label windows end there; scoring "now" uses it."""
+    return _event_span(events, tz)[1].tz_localize(None).normalize()
 
 
 def plan_cutoffs(
@@ -109,7 +122,7 @@ def plan_cutoffs(
     w = rules.window_days
     min_hist = w if min_history_days is None else min_history_days
     first, last = _event_span(events, tz)
-    last_end = last.tz_localize(None).normalize()
+    last_end = data_end(events, tz)
     earliest = first.tz_localize(None).normalize() + pd.Timedelta(days=min_hist)
     latest = last_end - pd.Timedelta(days=w)
     evaluation = [latest - pd.Timedelta(days=w * i) for i in range(eval_cutoffs)][::-1]

@@ -2,12 +2,14 @@
 
 Run from the project root::
 
-    uv run python benchmarks/bench_segment.py [--sizes 100000 1000000 5000000] [--buckets 0]
+    uv run python benchmarks/bench_segment.py [--sizes 100000 1000000 5000000] [--partitions 0 1 4]
 
 For each size it generates contract fan events (not timed; about 30 events per fan, Parquet
 files not sorted by fan), fits a small tier model once on simulated data, then times
 ``serving.batch.segment`` in a fresh subprocess so that the peak RSS is the run's own
-(``ru_maxrss`` of the child). Prints a table and writes ``benchmarks/results/segment.json``.
+(``ru_maxrss`` of the child), once per bucket count (0 = the default, ``ceil(events /
+BUCKET_EVENTS)``). CPU seconds (user + system) are reported too: on a shared machine they say
+more than wall time. Prints a table and writes ``benchmarks/results/segment.json``.
 Generated data lives under ``data/bench_segment/`` (git-ignored; delete it when done).
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -32,6 +35,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from features.io import atomic_path  # noqa: E402
+from serving.batch import BUCKET_EVENTS  # noqa: E402
 
 RESULT = ROOT / "benchmarks" / "results" / "segment.json"
 DATA = ROOT / "data" / "bench_segment"
@@ -189,7 +193,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 5_000_000])
     parser.add_argument(
-        "--partitions", type=int, nargs="+", default=[0], help="buckets to try (0: default)"
+        "--partitions", type=int, nargs="+", default=[0, 1, 4], help="buckets (0: the default)"
     )
     parser.add_argument("--model", type=Path, default=None, help="tier bundle folder")
     parser.add_argument("--out", type=Path, default=RESULT)
@@ -212,21 +216,28 @@ def main() -> None:
         t0 = time.perf_counter()
         info = generate_events(folder, fans)
         gen = time.perf_counter() - t0
-        for k in args.partitions:
-            rec = run_one(folder, model, k or None)
-            rec |= {"fans_drawn": fans, "files": info["files"], "generate_seconds": round(gen, 1)}
+        auto = max(1, math.ceil(int(info["events"]) / BUCKET_EVENTS))
+        for k in dict.fromkeys(k or auto for k in args.partitions):  # distinct bucket counts
+            rec = run_one(folder, model, k)
+            rec |= {
+                "default_buckets": k == auto,
+                "fans_drawn": fans,
+                "files": info["files"],
+                "generate_seconds": round(gen, 1),
+            }
             rows.append(rec)
             print(json.dumps(rec), flush=True)
 
     table = Table(title="livecast segment (local engine)")
-    for col in ("fans", "events", "buckets", "seconds", "peak RSS MB", "s per M fans"):
+    for col in ("fans", "events", "buckets", "seconds", "CPU s", "peak RSS MB", "s per M fans"):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(
             f"{r['fans']:,}",
             f"{r['events']:,}",
-            str(r["partitions"]),
+            f"{r['partitions']}{' (default)' if r['default_buckets'] else ''}",
             f"{r['seconds']:.1f}",
+            f"{r['cpu_seconds']:.1f}",
             f"{r['peak_rss_mb']:,}",
             f"{r['seconds'] / max(r['fans'], 1) * 1e6:.1f}",
         )

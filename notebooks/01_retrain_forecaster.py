@@ -39,7 +39,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from features.io import load_dataset
-from features.sessions import feature_families
+from features.sessions import HOUR_BANDS, feature_families
 from features.simulate import simulate, summarize
 from livecast.config import get_settings
 from livecast.notebook import show
@@ -178,6 +178,8 @@ result = train(
     horizon_days=HORIZON_DAYS,
 )
 preds = result.backtest.predictions
+# hour bands in the order of the day in tables and plots
+preds["hour_band"] = pd.Categorical(preds["hour_band"], categories=HOUR_BANDS, ordered=True)
 print(f"train id {result.train_id}: {len(preds)} predicted sessions, bundle {result.bundle_dir}")
 metrics_table(result.backtest.metrics).pivot(index="method", columns="target", values="wape")
 
@@ -208,7 +210,7 @@ show(fig)
 # %%
 by_room = error_by(preds, "room_id")
 by_slot = error_by(preds, "hour_band")
-fig, axes = plt.subplots(1, 2, figsize=(13, 4))
+fig, axes = plt.subplots(2, 1, figsize=(13, 7.5))
 for ax, (table, key) in zip(axes, [(by_room, "room_id"), (by_slot, "hour_band")], strict=True):
     g = table[table["target"] == "gmv"].set_index(key)
     g[["wape_model", "wape_trailing_mean", "wape_slot_mean"]].plot.bar(ax=ax, width=0.8)

@@ -36,6 +36,19 @@ SMALL: dict[str, dict[str, object]] = {
     "03_explore_sessions": {"ROOMS": 6, "DAYS": 240},
 }
 
+# What each notebook leaves in its OUTPUT_DIR (the notebook-local MLflow store and bundles too)
+OUTPUTS: dict[str, tuple[str, ...]] = {
+    "01_retrain_forecaster": (
+        "mlruns.db",
+        "best_params.json",
+        "report/metrics.json",
+        "report-default/metrics.json",
+        "models/champion.json",
+    ),
+    "02_fan_tiers": ("mlruns.db", "tiers.parquet", "tiers.summary.json", "tiers_previous.parquet"),
+    "03_explore_sessions": ("best_slots.csv",),
+}
+
 
 def _scripts() -> list[Path]:
     return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
@@ -50,7 +63,7 @@ def _sources(nb) -> list[tuple[str, str]]:
 
 
 def test_every_notebook_has_a_small_configuration():
-    assert {p.stem for p in _scripts()} == set(SMALL)
+    assert {p.stem for p in _scripts()} == set(SMALL) == set(OUTPUTS)
 
 
 @pytest.mark.parametrize("script", _scripts(), ids=_ids(_scripts()))
@@ -124,5 +137,7 @@ def test_notebook_runs_top_to_bottom(script: Path, kernel_path, tmp_path, monkey
     # plots were drawn, and nothing was written outside the temporary folders
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert images, "the notebook drew no plot"
-    assert out_dir.exists()
-    assert not (NOTEBOOKS / "mlruns.db").exists()
+    for name in OUTPUTS[script.stem]:
+        assert (out_dir / name).exists(), f"{script.stem} did not write {name}"
+    # a notebook-local store: the project's settings-level store and models were never touched
+    assert not (tmp_path / "mlruns.db").exists() and not (tmp_path / "models").exists()

@@ -7,7 +7,7 @@ Each function takes contract tables (``sessions`` and, where the product mix mat
 * :func:`festival_uplift`: how much each festival window lifts a room over its ordinary days;
 * :func:`promo_conversion`: conversion at each level of each promo mechanic;
 * :func:`mix_gmv`: GMV at each level of the product mix (assortment size, discount, price, new
-  launches, top category).
+  launches, number of categories).
 
 Rooms differ by orders of magnitude, so every comparison is made *within a room*: each session's
 outcome is divided by its room's median (``relative``: 1.0 is a typical session of that room),
@@ -65,8 +65,10 @@ MIX_LEVELS: dict[str, tuple[list[float], list[str]]] = {
         ["<50", "50-100", "100-200", "200-500", "500+"],
     ),
     "new_launch_share": ([-np.inf, 0, 0.25, 0.5, np.inf], ["0", "<=25%", "25-50%", ">50%"]),
+    "n_categories": ([0, 1, 2, 3, np.inf], ["1", "2", "3", "4+"]),
 }
-"""Product-mix summary column -> (bin edges, labels), plus ``top_category`` as it is."""
+"""Product-mix summary column -> (bin edges, labels). (The top category is left out: within a
+room it is nearly always the room's own category, so it explains nothing there.)"""
 
 
 def session_outcomes(sessions: pd.DataFrame) -> pd.DataFrame:
@@ -286,12 +288,13 @@ def promo_conversion(
 def mix_gmv(sessions: pd.DataFrame, products: pd.DataFrame, metric: str = "gmv") -> pd.DataFrame:
     """GMV (or another ``metric``) at each level of the product mix.
 
-    Columns ``mix`` (``n_skus``, ``mean_discount``, ``mean_live_price``, ``new_launch_share``,
-    ``top_category``), ``level``, ``n``, ``rooms``, ``relative`` (median of GMV / the room's
-    median GMV) and ``mean`` (mean GMV). The mix comes from the SKU list through the product-mix
-    summary of the session features; sessions without SKUs are left out.
+    Columns ``mix`` (a key of :data:`MIX_LEVELS`: ``n_skus``, ``mean_discount``,
+    ``mean_live_price``, ``new_launch_share``, ``n_categories``), ``level``, ``n``, ``rooms``,
+    ``relative`` (median of GMV / the room's median GMV) and ``mean`` (mean GMV). The mix
+    comes from the SKU list through the product-mix summary of the session features; sessions
+    without SKUs are left out.
     """
     rel = _relative(sessions, metric)
     mix = _mix(sessions.loc[rel.index], products)
-    columns = {c: mix[f"mix__{c}"] for c in (*MIX_LEVELS, "top_category")}
+    columns = {c: mix[f"mix__{c}"] for c in MIX_LEVELS}
     return _effect_table(rel, columns, MIX_LEVELS, metric, "mix")

@@ -142,7 +142,7 @@ promo.pivot_table(index=["mechanic", "level"], values=["n", "mean", "relative"],
 # ## 4. Product mix against GMV
 #
 # GMV at each level of the assortment size, mean discount, mean live price, share of new
-# launches and the session's top category (relative to the room's median GMV).
+# launches and the number of categories (relative to the room's median GMV).
 
 # %%
 mix = explore.mix_gmv(sessions, products, METRIC)

@@ -92,7 +92,7 @@ SCORE_COLUMNS: tuple[str, ...] = (
 REQUIRED_COLUMNS: tuple[str, ...] = ("fan_id", "room_id", "event_time", "event_type")
 """Columns the fan_events contract requires (``session_id``, ``watch_seconds``, ``amount`` are
 optional; a purchase-only log has no watch times)."""
-BUCKET_EVENTS = 40_000_000
+BUCKET_EVENTS = 32_000_000
 """Default events per hash bucket: ``K = ceil(events / BUCKET_EVENTS)``."""
 BATCH_ROWS = 262_144
 """Fans per record batch streamed from DuckDB to the scorer and the Parquet writer."""

@@ -84,3 +84,13 @@ def test_promotion_dry_run_decides_without_moving_anything(small_dataset, mlflow
     real = promote(uri=mlflow_uri, models_dir=models, train_id=result.train_id)
     assert real.promoted and (models / CHAMPION_FILE).exists()
     assert str(alias_version("gmv", CHAMPION, mlflow_uri).version) == result.versions["gmv"]
+
+
+def test_ordered_groups_keep_their_order():
+    preds = _preds()
+    preds["band"] = pd.Categorical(
+        ["prime", "night", "prime", "night"], ["prime", "night"], ordered=True
+    )
+    for table in (error_by(preds, "band"), coverage_by(preds, "band")):
+        assert list(table["band"]) == ["prime", "night"]  # category order, not A-Z
+        assert table["band"].dtype == preds["band"].dtype

@@ -30,6 +30,15 @@ def _targets(preds: pd.DataFrame, targets: list[str] | tuple[str, ...] | None) -
     return list(targets)
 
 
+def _keyed(rows: list[dict], preds: pd.DataFrame, by: str) -> pd.DataFrame:
+    """The rows as a frame whose ``by`` column keeps the dtype of ``preds[by]`` (an ordered
+    category such as the hour band stays in its order in pivots and plots)."""
+    out = pd.DataFrame(rows)
+    if len(out) and isinstance(preds[by].dtype, pd.CategoricalDtype):
+        out[by] = out[by].astype(preds[by].dtype)
+    return out
+
+
 def _method_column(target: str, method: str) -> str:
     return f"{target}__model_p50" if method == "model" else f"{target}__{method}"
 
@@ -52,7 +61,7 @@ def error_by(
                 row[f"wape_{m}"] = wape(y, p)
                 row[f"bias_{m}"] = bias(y, p)
             rows.append(row)
-    return pd.DataFrame(rows)
+    return _keyed(rows, preds, by)
 
 
 def coverage_by(
@@ -77,7 +86,7 @@ def coverage_by(
                     ),
                 }
             )
-    return pd.DataFrame(rows)
+    return _keyed(rows, preds, by)
 
 
 def importance_by_family(forecaster: Forecaster) -> pd.DataFrame:

@@ -76,7 +76,7 @@ def print_tier_metrics(metrics: dict[str, Any]) -> None:
     """The backtest table and the quality bars."""
     from training.tiers_backtest import bars, metrics_frame
 
-    df = metrics_frame(metrics)
+    df = metrics_frame(metrics)[["method", "macro_f1", "log_loss", "dormant_auc", "n"]]
     table = Table(title="fan-tier backtest (higher is better, except log loss)")
     for col in df.columns:
         table.add_column(str(col))

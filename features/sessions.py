@@ -969,9 +969,11 @@ def plan_features(
     frame["room_category"] = pd.Series(
         [p.room_category for p in plans], index=frame.index, dtype=object
     )
+    # validated once: the mix summary and the SKU track records read the same rows
+    plan_products = validate(raw_products, "session_products", tz=tz) if len(raw_products) else None
     parts = []
     if len(raw_products):
-        parts.append(product_mix_summary(validate(raw_products, "session_products", tz=tz)))
+        parts.append(product_mix_summary(plan_products))
     for i, plan in enumerate(plans):
         if plan.product_mix is not None:
             parts.append(mix_to_summary(plan.product_mix, plan.plan_id(i)))
@@ -979,7 +981,6 @@ def plan_features(
     if context is None:
         # every history statistic is per room: other rooms' sessions cannot change a plan's row
         context = plan_context(history_sessions, history_products, tz=tz, rooms=frame["room_id"])
-    plan_products = validate(raw_products, "session_products", tz=tz) if len(raw_products) else None
     if plan_products is None:
         plan_products = context.empty_products
     return _features(frame, summary, None, None, tz, plan_products, None, context)

@@ -126,3 +126,19 @@ def known_room(ds: Any) -> str:
 def future_start(ds: Any, days: int = 10, hour: int = 20) -> datetime:
     last = ds.sessions["start_time"].max().tz_convert("Asia/Shanghai")
     return (last + pd.Timedelta(days=days)).replace(hour=hour, minute=0, second=0).to_pydatetime()
+
+
+def service_app(models: ServiceModels) -> Any:
+    """The service's ASGI app on the test bundles, built once per process (BentoML registers
+    its Prometheus metrics when the app is built, so a second build would clash)."""
+    if "app" not in _APP:
+        from serving.service import Livecast
+
+        # the class reads its bundle paths at import: point it at the test bundles
+        Livecast.inner.bundle_path = models.bundle
+        Livecast.inner.tier_bundle_path = models.tiers
+        _APP["app"] = Livecast.to_asgi()
+    return _APP["app"]
+
+
+_APP: dict[str, Any] = {}

@@ -19,6 +19,7 @@ from service_support import (
     known_room,
     plan_json,
     random_plans,
+    service_app,
 )
 
 from features.plan import example_plan
@@ -32,25 +33,11 @@ def service_models(small_dataset, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client(service_models, monkeypatch_module) -> Iterator[Any]:
+def client(service_models) -> Iterator[Any]:
     from starlette.testclient import TestClient
 
-    monkeypatch_module.setenv("LIVECAST_SERVE_BUNDLE", str(service_models.root))
-    monkeypatch_module.setenv("LIVECAST_SERVE_TIER_BUNDLE", str(service_models.tiers))
-    from serving.service import Livecast
-
-    # the class reads its bundle paths at import: point this instance at the test bundles
-    monkeypatch_module.setattr(Livecast.inner, "bundle_path", service_models.root)
-    monkeypatch_module.setattr(Livecast.inner, "tier_bundle_path", service_models.tiers)
-    with TestClient(Livecast.to_asgi()) as c:
+    with TestClient(service_app(service_models)) as c:
         yield c
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
 
 
 @pytest.fixture(scope="module")

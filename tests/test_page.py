@@ -16,11 +16,7 @@ Regenerate the README screenshot with::
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -29,12 +25,12 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
+from service_support import free_port, running_service
 
 from features.plan import ProductLine, SessionPlan
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
-READY_TIMEOUT_S = 120
 SCREENSHOT_ENV = "LIVECAST_PAGE_SCREENSHOT"
 
 pytestmark = pytest.mark.skipif(
@@ -44,12 +40,6 @@ pytestmark = pytest.mark.skipif(
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +59,7 @@ def page_bundle(small_dataset, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def service(page_bundle: Path, tmp_path_factory) -> Iterator[str]:
     """The real service on a free loopback port; yields its base URL."""
-    port = _free_port()
+    port = free_port()
     work = tmp_path_factory.mktemp("page-service")
     env = {
         **os.environ,
@@ -83,34 +73,8 @@ def service(page_bundle: Path, tmp_path_factory) -> Iterator[str]:
     bentoml = Path(sys.executable).parent / "bentoml"
     cmd = [str(bentoml), "serve", "serving.service:Livecast", "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--working-dir", str(ROOT)]
-    log = work / "service.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"service exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"service not ready in {READY_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.25)
+    with running_service(cmd, port, env, work / "service.log") as url:
         yield url
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from service_support import build_service_models, future_start, known_room, plan_json
+from service_support import (
+    build_service_models,
+    free_port,
+    future_start,
+    known_room,
+    plan_json,
+    running_service,
+)
 
 from features.plan import example_plan
-
-ROOT = Path(__file__).resolve().parent.parent
-READY_TIMEOUT_S = 120
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +26,7 @@ def service_models(small_dataset, tmp_path_factory):
 
 
 def test_livecast_serve_answers_on_loopback(service_models, small_dataset, tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "BENTOML_HOME": str(tmp_path / "bentoml"),
@@ -41,23 +35,7 @@ def test_livecast_serve_answers_on_loopback(service_models, small_dataset, tmp_p
     livecast = Path(sys.executable).parent / "livecast"
     cmd = [str(livecast), "serve", "--port", str(port), "--bundle", str(service_models.root)]
     cmd += ["--tier-bundle", str(service_models.tiers)]
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.25)
+    with running_service(cmd, port, env, tmp_path / "serve.log") as url:
         plan = example_plan(start=future_start(small_dataset))
         plan = plan.model_copy(update={"room_id": known_room(small_dataset)})
         r = httpx.post(f"{url}/v1/forecast", json={"plans": [plan_json(plan)]}, timeout=30)
@@ -77,12 +55,3 @@ def test_livecast_serve_answers_on_loopback(service_models, small_dataset, tmp_p
         assert "bentoml_service_request_total" in metrics.text
         assert "/v1/forecast" in metrics.text
         assert httpx.get(f"{url}/docs.json", timeout=10).json()["paths"]["/v1/forecast"]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-    assert proc.returncode is not None

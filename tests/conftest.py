@@ -54,3 +54,11 @@ def small_frame(small_dataset):
     from training.data import training_frame
 
     return training_frame(small_dataset.sessions, small_dataset.session_products)
+
+
+@pytest.fixture(scope="session")
+def service_models(small_dataset, tmp_path_factory):
+    """A small forecaster bundle and tier bundle for the service tests (fitted once)."""
+    from service_support import build_service_models
+
+    return build_service_models(tmp_path_factory.mktemp("service-models"), small_dataset)

@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from service_support import (
-    build_service_models,
     future_start,
     known_room,
     plan_json,
@@ -25,11 +24,6 @@ from service_support import (
 from features.plan import example_plan
 from features.sessions import feature_columns, plan_features
 from serving.schemas import MAX_PLANS, ForecastResponse, SuggestResponse
-
-
-@pytest.fixture(scope="session")
-def service_models(small_dataset, tmp_path_factory):
-    return build_service_models(tmp_path_factory.mktemp("service-models"), small_dataset)
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-from service_support import build_service_models, service_app
+from service_support import service_app
 
 MAX_EXAMPLES = 25
-
-
-@pytest.fixture(scope="session")
-def service_models(small_dataset, tmp_path_factory):
-    return build_service_models(tmp_path_factory.mktemp("service-models"), small_dataset)
 
 
 @pytest.fixture(scope="module")

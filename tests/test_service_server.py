@@ -7,9 +7,7 @@ import sys
 from pathlib import Path
 
 import httpx
-import pytest
 from service_support import (
-    build_service_models,
     free_port,
     future_start,
     known_room,
@@ -18,11 +16,6 @@ from service_support import (
 )
 
 from features.plan import example_plan
-
-
-@pytest.fixture(scope="session")
-def service_models(small_dataset, tmp_path_factory):
-    return build_service_models(tmp_path_factory.mktemp("service-models"), small_dataset)
 
 
 def test_livecast_serve_answers_on_loopback(service_models, small_dataset, tmp_path):

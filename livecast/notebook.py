@@ -1,8 +1,8 @@
 """Helpers for the notebooks in ``notebooks/``.
 
 :func:`show` renders a matplotlib figure to a PNG output itself, so figures appear whatever
-backend is active (report code switches matplotlib to the off-screen ``Agg`` backend, which
-would otherwise hide them) and the executed-notebook tests see every plot.
+backend is active (inline in Jupyter, ``Agg`` in the executed-notebook tests) and the tests see
+every plot as an output.
 """
 
 from __future__ import annotations

@@ -6,12 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from features.io import atomic_path, write_parquet
 from training.backtest import METHODS, BacktestResult, bars, room_size_band
@@ -46,7 +43,9 @@ def markdown_table(df: pd.DataFrame) -> str:
 
 
 def _plot_pred_vs_actual(preds: pd.DataFrame, targets: list[str], path: Path) -> None:
-    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 4.5))
+    # a Figure of its own: no pyplot state, no global backend switch
+    fig = Figure(figsize=(5 * len(targets), 4.5))
+    axes = fig.subplots(1, len(targets))
     for ax, t in zip(np.atleast_1d(axes), targets, strict=True):
         y = preds[t].to_numpy(float)
         p = preds[f"{t}__model_p50"].to_numpy(float)
@@ -60,7 +59,6 @@ def _plot_pred_vs_actual(preds: pd.DataFrame, targets: list[str], path: Path) ->
         ax.set_ylabel(f"predicted {t} (P50)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def error_by_room_size(preds: pd.DataFrame, targets: list[str]) -> pd.DataFrame:

@@ -353,13 +353,11 @@ def _confusion_md(matrix: list[list[int]]) -> str:
 
 
 def _plot(metrics: dict[str, dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     methods = [m for m in METHODS if m in metrics]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig = Figure(figsize=(9, 3.5))
+    axes = fig.subplots(1, 2)
     for ax, key in zip(axes, ("macro_f1", "dormant_auc"), strict=True):
         vals = [metrics[m][key] or 0.0 for m in methods]
         ax.bar(methods, vals, color=["tab:blue", "tab:gray", "tab:orange"][: len(methods)])
@@ -369,7 +367,6 @@ def _plot(metrics: dict[str, dict[str, Any]], path: Path) -> None:
             ax.text(i, v + 0.02, f"{v:.3f}", ha="center")
     fig.tight_layout()
     fig.savefig(path, dpi=100, format="png")
-    plt.close(fig)
 
 
 def write_tier_report(bt: TierBacktest, out_dir: str | Path, title: str | None = None) -> dict:

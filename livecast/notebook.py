@@ -20,3 +20,10 @@ def show(fig: Any, dpi: int = 90) -> None:
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     display(Image(data=buf.getvalue(), format="png"))
+
+
+def gate_verdict(decision: Any, applied: bool) -> str:
+    """How a promotion-gate decision reads in a notebook: done (``applied``) or a dry run."""
+    if decision.promoted:
+        return "was promoted" if applied else "would be promoted"
+    return "stays a challenger" if applied else "would not be promoted"

@@ -42,7 +42,7 @@ from features.io import load_dataset
 from features.sessions import HOUR_BANDS, feature_families
 from features.simulate import simulate, summarize
 from livecast.config import get_settings
-from livecast.notebook import show
+from livecast.notebook import gate_verdict, show
 from training.backtest import bars
 from training.data import training_frame
 from training.diagnostics import coverage_by, error_by, importance_by_family
@@ -273,8 +273,5 @@ except ValueError as err:  # e.g. a champion evaluated on other data: `livecast 
     decision = None
     print(f"the gate cannot compare them here: {err}")
 if decision is not None:
-    if decision.promoted:
-        verdict = "was promoted" if APPLY_PROMOTION else "would be promoted"
-    else:
-        verdict = "stays a challenger" if APPLY_PROMOTION else "would not be promoted"
+    verdict = gate_verdict(decision, APPLY_PROMOTION)
     display(Markdown(f"**Challenger {result.train_id} {verdict}**: {decision.reason}"))

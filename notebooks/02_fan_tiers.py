@@ -44,7 +44,7 @@ from features.fans import TIERS, TierRules, current_tiers, fan_features
 from features.io import write_parquet
 from features.simulate import simulate
 from livecast.config import get_settings
-from livecast.notebook import show
+from livecast.notebook import gate_verdict, show
 from serving.batch import read_scores, segment, segment_frame
 from training.promote import promote
 from training.tiers import TierParams
@@ -248,8 +248,5 @@ except ValueError as err:  # e.g. a champion evaluated on other data
     decision = None
     print(f"the gate cannot compare them here: {err}")
 if decision is not None:
-    if decision.promoted:
-        verdict = "was promoted" if APPLY_PROMOTION else "would be promoted"
-    else:
-        verdict = "stays a challenger" if APPLY_PROMOTION else "would not be promoted"
+    verdict = gate_verdict(decision, APPLY_PROMOTION)
     display(Markdown(f"**Tier model {result.train_id} {verdict}**: {decision.reason}"))

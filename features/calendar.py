@@ -7,6 +7,7 @@ features (days to / from each festival). Lunar festivals come from a table of da
 from __future__ import annotations
 
 from datetime import date
+from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -83,11 +84,32 @@ def festival_day(name: str, year: int) -> date:
     return table[year]
 
 
+@cache
 def _all_days(name: str) -> np.ndarray:
-    """All festival days of ``name`` as numpy datetime64[D], one per covered year."""
-    return np.array(
+    """All festival days of ``name`` as numpy datetime64[D], one per covered year (read-only)."""
+    days = np.array(
         [festival_day(name, y) for y in range(FIRST_YEAR, LAST_YEAR + 1)], dtype="datetime64[D]"
     )
+    days.flags.writeable = False
+    return days
+
+
+def day_distances(days: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Days until the next and since the previous ``name`` festival day, for local calendar
+    days given as numpy ``datetime64[D]``. On the festival day both are 0."""
+    all_days = _all_days(name)
+    nxt = np.searchsorted(all_days, days, side="left")
+    prv = np.searchsorted(all_days, days, side="right") - 1
+    if (nxt >= len(all_days)).any() or (prv < 0).any():
+        raise ValueError(f"dates outside the festival calendar ({FIRST_YEAR}-{LAST_YEAR})")
+    to_next = (all_days[nxt] - days).astype(int)
+    from_prev = (days - all_days[prv]).astype(int)
+    return to_next, from_prev
+
+
+def window_flags(to_next: np.ndarray, from_prev: np.ndarray, name: str) -> np.ndarray:
+    """Whether days at these distances fall in the festival's selling window (or lull)."""
+    return (to_next <= WINDOW_BEFORE[name]) | (from_prev <= WINDOW_AFTER[name])
 
 
 def days_to_from(dates: pd.Series | pd.DatetimeIndex, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -96,17 +118,10 @@ def days_to_from(dates: pd.Series | pd.DatetimeIndex, name: str) -> tuple[np.nda
     On the festival day both are 0. Dates must be local calendar dates (timezone already applied).
     """
     d = pd.DatetimeIndex(pd.to_datetime(dates)).tz_localize(None).values.astype("datetime64[D]")
-    days = _all_days(name)
-    nxt = np.searchsorted(days, d, side="left")
-    prv = np.searchsorted(days, d, side="right") - 1
-    if (nxt >= len(days)).any() or (prv < 0).any():
-        raise ValueError(f"dates outside the festival calendar ({FIRST_YEAR}-{LAST_YEAR})")
-    to_next = (days[nxt] - d).astype(int)
-    from_prev = (d - days[prv]).astype(int)
-    return to_next, from_prev
+    return day_distances(d, name)
 
 
 def in_window(dates: pd.Series | pd.DatetimeIndex, name: str) -> np.ndarray:
     """Whether each local date falls in the festival's selling window (or lull, for spring)."""
     to_next, from_prev = days_to_from(dates, name)
-    return (to_next <= WINDOW_BEFORE[name]) | (from_prev <= WINDOW_AFTER[name])
+    return window_flags(to_next, from_prev, name)

@@ -12,6 +12,13 @@ through the same functions. Every feature column is named ``<family>__<name>``:
 * ``warmup`` effort before the session: warm-up videos, community pushes, paid budget;
 * ``room``   the room's history, from its sessions that started strictly before this one.
 
+One definition: each family is a function from :class:`SessionInputs` (what is known of a
+session before it starts, as numpy arrays) and the history state to :data:`Columns`, and
+:func:`session_columns` assembles them. :func:`build_session_features` (training) reads the
+inputs from a validated ``sessions`` frame and wraps the columns in a DataFrame;
+:func:`plan_columns` (the service) reads them straight from :class:`~features.plan.SessionPlan`
+models and :func:`model_matrix` turns them into a model input without any per-request frame.
+
 No leakage: a row never reads its own outcome columns, and the room history is an as-of join
 (:func:`pandas.merge_asof`, strictly earlier start) onto per-room trailing statistics, so a
 session's features never change when later sessions (of any room) change or disappear. Two
@@ -37,12 +44,12 @@ from features.calendar import (
     LAST_YEAR,
     WINDOW_AFTER,
     WINDOW_BEFORE,
-    days_to_from,
+    day_distances,
     festival_day,
-    in_window,
+    window_flags,
 )
-from features.contract import CATEGORIES, DEFAULT_TZ, PLATFORMS, SESSION_TYPES, validate
-from features.plan import PRICE_BANDS, ProductMix, SessionPlan, plans_to_frames
+from features.contract import CATEGORIES, DEFAULT_TZ, PLATFORMS, SESSION_TYPES
+from features.plan import PRICE_BANDS, ProductMix, SessionPlan
 
 FAMILIES: tuple[str, ...] = ("topic", "slot", "mix", "promo", "warmup", "room")
 KEY_COLUMNS: tuple[str, ...] = ("session_id", "room_id", "start_time")
@@ -171,7 +178,112 @@ def cold_start(frame: pd.DataFrame) -> pd.Series:
     return frame["room__n_prior"].fillna(0).eq(0).rename("cold_start")
 
 
+# --------------------------------------------------------------------------- inputs
+
+Columns = dict[str, np.ndarray]
+"""Named, aligned numpy columns (one value per session; object arrays for text and categories).
+
+Every feature is defined once, as a function from :class:`SessionInputs` (and the history state)
+to :data:`Columns`. Training wraps the columns in a DataFrame (:func:`build_session_features`);
+the service turns them into a model matrix directly (:func:`plan_columns`), without per-request
+pandas work."""
+
+_NUMERIC_INPUTS: tuple[str, ...] = (
+    "planned_duration_min",
+    "followers_at_start",
+    "lottery_count",
+    "red_envelope_count",
+    "flash_sale_rounds",
+    "coupon_value",
+    "discount_depth",
+    "warmup_videos",
+    "community_pushes",
+    "paid_promo_budget",
+)
+_MECHANICS: tuple[str, ...] = ("lottery_count", "red_envelope_count", "flash_sale_rounds")
+
+
+@dataclass(frozen=True)
+class SessionInputs:
+    """What the features read of each session, all known before it starts, as aligned arrays.
+
+    ``t`` is the start as UTC epoch nanoseconds, ``local`` the local wall-clock start
+    (``datetime64[ns]`` in the feature time zone); ``title`` is ``""`` when missing;
+    ``room_category`` is None where not stated (plans only); ``numeric`` holds the
+    :data:`_NUMERIC_INPUTS` as float (NaN = unknown).
+    """
+
+    session_id: np.ndarray
+    room_id: np.ndarray
+    t: np.ndarray
+    local: np.ndarray
+    platform: np.ndarray
+    session_type: np.ndarray
+    title: np.ndarray
+    room_category: np.ndarray
+    numeric: Columns
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+
+@dataclass(frozen=True)
+class SkuList:
+    """The SKUs listed for the sessions: each SKU's session (position in the inputs) and id."""
+
+    session: np.ndarray
+    sku_id: np.ndarray
+
+
+def _object_array(values: Iterable[object]) -> np.ndarray:
+    values = list(values)
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def _titles(sessions: pd.DataFrame) -> np.ndarray:
+    """Session titles as an object array of ``str`` (``""`` when missing)."""
+    if "title" not in sessions.columns:
+        return _object_array([""] * len(sessions))
+    title = sessions["title"].astype(object)
+    return _object_array(title.where(title.notna(), "").astype(str))
+
+
+def session_inputs(sessions: pd.DataFrame, tz: str = DEFAULT_TZ) -> SessionInputs:
+    """The :class:`SessionInputs` of a validated ``sessions`` frame (positional order)."""
+    start = sessions["start_time"]
+    room_category = (
+        sessions["room_category"].astype(object).where(sessions["room_category"].notna(), None)
+        if "room_category" in sessions.columns
+        else pd.Series(None, index=sessions.index, dtype=object)
+    )
+    return SessionInputs(
+        session_id=_object_array(sessions["session_id"].astype(str)),
+        room_id=_object_array(sessions["room_id"].astype(str)),
+        t=_epoch_ns(start),
+        local=start.dt.tz_convert(tz).dt.tz_localize(None).to_numpy().astype("datetime64[ns]"),
+        platform=_object_array(sessions["platform"].astype(object)),
+        session_type=_object_array(sessions["session_type"].astype(object)),
+        title=_titles(sessions),
+        room_category=_object_array(room_category),
+        numeric={c: sessions[c].to_numpy(dtype=float) for c in _NUMERIC_INPUTS},
+    )
+
+
+def sku_list(products: pd.DataFrame | None, session_ids: np.ndarray) -> SkuList:
+    """The :class:`SkuList` of ``products`` rows whose session is in ``session_ids``."""
+    if products is None or len(products) == 0:
+        return SkuList(np.zeros(0, dtype=np.int64), _object_array([]))
+    pos = pd.Index(session_ids).get_indexer(products["session_id"].astype(str))
+    keep = pos >= 0
+    return SkuList(pos[keep].astype(np.int64), _object_array(products["sku_id"].astype(str)[keep]))
+
+
 # --------------------------------------------------------------------------- product mix
+
+_CATEGORY_CODE: dict[str, int] = {c: i for i, c in enumerate(CATEGORIES)}
+_BAND_UPPER = np.array([hi for _, _, hi in PRICE_BANDS])
 
 
 def _empty_summary() -> pd.DataFrame:
@@ -181,84 +293,106 @@ def _empty_summary() -> pd.DataFrame:
     return out
 
 
-def _finish_summary(summary: pd.DataFrame) -> pd.DataFrame:
+def _missing_summary(n: int) -> Columns:
+    """Summary columns for ``n`` sessions without a known mix (all missing)."""
+    cols: Columns = {c: np.full(n, np.nan) for c in SUMMARY_COLUMNS}
+    cols["top_category"] = np.full(n, None, dtype=object)
+    return cols
+
+
+def _finish_summary(cols: Columns) -> Columns:
     """Derive ``n_categories`` and ``top_category`` from the category shares (ties: the first
     category of :data:`~features.contract.CATEGORIES`). One definition for both sources."""
-    shares = summary[list(SHARE_COLUMNS)].to_numpy(dtype=float)
+    shares = np.column_stack([cols[c] for c in SHARE_COLUMNS]).astype(float)
     known = ~np.isnan(shares).all(axis=1)
     filled = np.nan_to_num(shares, nan=0.0)
-    summary["n_categories"] = np.where(known, (filled > 0).sum(axis=1), np.nan).astype(float)
-    top = np.array(CATEGORIES, dtype=object)[filled.argmax(axis=1)] if len(summary) else []
-    summary["top_category"] = pd.Series(top, index=summary.index, dtype=object).where(
-        known & (filled.max(axis=1, initial=0.0) > 0), None
-    )
-    return summary[list(SUMMARY_COLUMNS)]
+    cols["n_categories"] = np.where(known, (filled > 0).sum(axis=1), np.nan).astype(float)
+    top = np.array(CATEGORIES, dtype=object)[filled.argmax(axis=1)]
+    cols["top_category"] = np.where(known & (filled.max(axis=1, initial=0.0) > 0), top, None)
+    return {c: cols[c] for c in SUMMARY_COLUMNS}
+
+
+def _sku_summary_raw(
+    session: np.ndarray,
+    n_sessions: int,
+    category: np.ndarray,
+    live_price: np.ndarray,
+    list_price: np.ndarray,
+    stock: np.ndarray,
+    new_launch: np.ndarray,
+) -> Columns:
+    """The mix summary (:data:`SUMMARY_COLUMNS`, before :func:`_finish_summary`) of
+    ``n_sessions`` sessions from their SKU rows
+    (``session``: each row's session position); sessions without a row are all missing.
+
+    ``n_skus``; ``share_<category>`` (fraction of SKUs); ``band_<band>`` (fraction of SKUs per
+    live-price band of :data:`~features.plan.PRICE_BANDS`); ``mean_live_price`` /
+    ``mean_list_price`` (currency); ``mean_discount`` = mean of ``1 - live / list`` clipped to
+    [0, 1]; ``new_launch_share``; ``total_stock`` (units, NaN if any SKU's stock is unknown);
+    ``n_categories``; ``top_category``.
+    """
+    codes = np.fromiter((_CATEGORY_CODE.get(str(c), -1) for c in category), np.int64, len(category))
+    if (codes < 0).any():
+        raise UnknownCategoryError("category", set(np.asarray(category)[codes < 0]), CATEGORIES)
+    n = np.bincount(session, minlength=n_sessions).astype(float)
+    has = n > 0
+    safe_n = np.where(has, n, 1.0)
+
+    def mean(values: np.ndarray) -> np.ndarray:
+        return np.where(
+            has, np.bincount(session, weights=values, minlength=n_sessions) / safe_n, np.nan
+        )
+
+    def shares(group: np.ndarray, k: int) -> np.ndarray:
+        counts = np.bincount(session * k + group, minlength=n_sessions * k).reshape(n_sessions, k)
+        return np.where(has[:, None], counts / safe_n[:, None], np.nan)
+
+    cols: Columns = {"n_skus": np.where(has, n, np.nan)}
+    cat_shares = shares(codes, len(CATEGORIES))
+    for i, c in enumerate(CATEGORIES):
+        cols[f"share_{c}"] = cat_shares[:, i]
+    band = np.searchsorted(_BAND_UPPER, live_price, side="right")
+    band_shares = shares(band.astype(np.int64), len(_BAND_NAMES))
+    for i, b in enumerate(_BAND_NAMES):
+        cols[f"band_{b}"] = band_shares[:, i]
+    cols["mean_live_price"] = mean(live_price)
+    cols["mean_list_price"] = mean(list_price)
+    cols["mean_discount"] = np.clip(mean(1.0 - live_price / list_price), 0.0, 1.0)
+    cols["new_launch_share"] = mean(new_launch)
+    missing = np.bincount(session, weights=np.isnan(stock).astype(float), minlength=n_sessions)
+    total = np.bincount(session, weights=np.nan_to_num(stock, nan=0.0), minlength=n_sessions)
+    cols["total_stock"] = np.where(has & (missing == 0), total, np.nan)
+    return cols
 
 
 def product_mix_summary(products: pd.DataFrame) -> pd.DataFrame:
-    """One row per session (index ``session_id``) summarising its SKUs.
-
-    Columns (:data:`SUMMARY_COLUMNS`): ``n_skus``; ``share_<category>`` (fraction of SKUs);
-    ``band_<band>`` (fraction of SKUs per live-price band of :data:`~features.plan.PRICE_BANDS`);
-    ``mean_live_price`` / ``mean_list_price`` (currency); ``mean_discount`` = mean of
-    ``1 - live / list`` clipped to [0, 1]; ``new_launch_share``; ``total_stock`` (units, NaN if
-    any SKU's stock is unknown); ``n_categories``; ``top_category``. Sessions without SKUs get
-    no row (their mix features are missing).
-    """
+    """One row per session (index ``session_id``) summarising its SKUs (:func:`_sku_summary_raw`).
+    Sessions without SKUs get no row (their mix features are missing)."""
     needed = {"session_id", "category", "list_price", "live_price"}
     if products is None or len(products) == 0 or not needed <= set(products.columns):
         return _empty_summary()
     p = products
-    sid = p["session_id"].astype(str)
-    live = p["live_price"].to_numpy(dtype=float)
-    lst = p["list_price"].to_numpy(dtype=float)
-    bands = pd.cut(
-        live,
-        bins=[PRICE_BANDS[0][1], *(hi for _, _, hi in PRICE_BANDS)],
-        right=False,
-        labels=list(_BAND_NAMES),
-    )
+    session, ids = pd.factorize(p["session_id"].astype(str))
     stock = p["stock"].to_numpy(dtype=float) if "stock" in p.columns else np.full(len(p), np.nan)
     new = (
         p["is_new_launch"].fillna(False).to_numpy(dtype=float)
         if "is_new_launch" in p.columns
         else np.zeros(len(p))
     )
-    sess, ids = pd.factorize(sid)
-    n_sess = len(ids)
-    n = np.bincount(sess, minlength=n_sess).astype(float)
-
-    def per_session_sum(values: np.ndarray) -> np.ndarray:
-        return np.bincount(sess, weights=values, minlength=n_sess)
-
-    def shares(codes: np.ndarray, k: int) -> np.ndarray:
-        counts = np.bincount(sess * k + codes, minlength=n_sess * k).reshape(n_sess, k)
-        return counts / n[:, None]
-
-    cat_code = pd.Categorical(p["category"].astype(str).to_numpy(), categories=CATEGORIES).codes
-    if (cat_code < 0).any():
-        bad = set(p["category"].astype(str).to_numpy()[cat_code < 0])
-        raise UnknownCategoryError("category", bad, CATEGORIES)
-    summary = pd.DataFrame(index=pd.Index(ids, dtype=object, name="session_id"))
-    summary["n_skus"] = n
-    cat_shares = shares(cat_code.astype(np.int64), len(CATEGORIES))
-    for i, c in enumerate(CATEGORIES):
-        summary[f"share_{c}"] = cat_shares[:, i]
-    band_shares = shares(np.asarray(bands.codes, dtype=np.int64), len(_BAND_NAMES))
-    for i, b in enumerate(_BAND_NAMES):
-        summary[f"band_{b}"] = band_shares[:, i]
-    summary["mean_live_price"] = per_session_sum(live) / n
-    summary["mean_list_price"] = per_session_sum(lst) / n
-    summary["mean_discount"] = np.clip(per_session_sum(1.0 - live / lst) / n, 0.0, 1.0)
-    summary["new_launch_share"] = per_session_sum(new) / n
-    missing = np.bincount(sess, weights=np.isnan(stock).astype(float), minlength=n_sess)
-    total = per_session_sum(np.nan_to_num(stock, nan=0.0))
-    summary["total_stock"] = np.where(missing > 0, np.nan, total)
-    return _finish_summary(summary)
+    raw = _sku_summary_raw(
+        session.astype(np.int64),
+        len(ids),
+        p["category"].astype(str).to_numpy(dtype=object),
+        p["live_price"].to_numpy(dtype=float),
+        p["list_price"].to_numpy(dtype=float),
+        stock,
+        new,
+    )
+    return pd.DataFrame(_finish_summary(raw), index=pd.Index(ids, dtype=object, name="session_id"))
 
 
-def mix_to_summary(mix: ProductMix, session_id: str) -> pd.DataFrame:
-    """A :class:`~features.plan.ProductMix` as one :func:`product_mix_summary` row.
+def mix_summary_row(mix: ProductMix) -> dict[str, float]:
+    """A :class:`~features.plan.ProductMix` as summary values, before :func:`_finish_summary`.
 
     Category shares are renormalised to sum to 1; price-band shares are missing when the mix
     gives none; ``mean_list_price`` is missing (a mix does not state it).
@@ -278,65 +412,89 @@ def mix_to_summary(mix: ProductMix, session_id: str) -> pd.DataFrame:
     row["mean_discount"] = float(mix.mean_discount)
     row["new_launch_share"] = float(mix.new_launch_share)
     row["total_stock"] = math.nan if mix.total_stock is None else float(mix.total_stock)
-    out = pd.DataFrame([row], index=pd.Index([session_id], dtype=object, name="session_id"))
-    return _finish_summary(out)
+    return row
+
+
+def mix_to_summary(mix: ProductMix, session_id: str) -> pd.DataFrame:
+    """A :class:`~features.plan.ProductMix` as one :func:`product_mix_summary` row."""
+    row = mix_summary_row(mix)
+    cols = _missing_summary(1)
+    for key, value in row.items():
+        cols[key][0] = value
+    return pd.DataFrame(
+        _finish_summary(cols), index=pd.Index([session_id], dtype=object, name="session_id")
+    )
+
+
+def summary_columns(summary: pd.DataFrame, session_ids: np.ndarray) -> Columns:
+    """The rows of a mix ``summary`` frame for ``session_ids`` (positional; missing if absent)."""
+    s = summary.reindex(pd.Index(session_ids, dtype=object))
+    return {
+        c: _object_array(s[c]) if c == "top_category" else s[c].to_numpy(dtype=float)
+        for c in SUMMARY_COLUMNS
+    }
+
+
+def mix_columns(summary: Columns) -> Columns:
+    """``mix__*``: the session's mix summary (every column but ``mean_list_price``)."""
+    return {f"mix__{c}": summary[c] for c in _MIX_FROM_SUMMARY}
 
 
 def mix_features(summary: pd.DataFrame, session_ids: pd.Series) -> pd.DataFrame:
     """``mix__*`` columns for ``session_ids`` (positional order), read from a mix summary only."""
-    ids = session_ids.astype(str).to_numpy()
-    s = summary.reindex(pd.Index(ids, dtype=object))
-    out = pd.DataFrame(index=session_ids.index)
-    for col in _MIX_FROM_SUMMARY:
-        values = s[col].to_numpy()
-        out[f"mix__{col}"] = values if col == "top_category" else values.astype(float)
-    return out
+    ids = session_ids.astype(str).to_numpy(dtype=object)
+    return pd.DataFrame(mix_columns(summary_columns(summary, ids)), index=session_ids.index)
 
 
 # --------------------------------------------------------------------------- topic
 
 
-def _keyword_pattern(keywords: Iterable[str]) -> str:
+def _keyword_pattern(keywords: Iterable[str]) -> re.Pattern[str]:
     parts = []
     for kw in keywords:
         pat = re.escape(kw)
         if kw[0].isdigit():
-            pat = r"(?:^|\D)" + pat
+            pat = r"(?:^|[^0-9])" + pat
         if kw[-1].isdigit():
-            pat = pat + r"(?:\D|$)"
+            pat = pat + r"(?:[^0-9]|$)"
         parts.append(pat)
-    return "|".join(parts)
+    return re.compile("|".join(parts), re.IGNORECASE)
 
 
-_KEYWORD_PATTERNS: dict[str, str] = {
+_KEYWORD_PATTERNS: dict[str, re.Pattern[str]] = {
     flag: _keyword_pattern(kws) for flag, kws in TITLE_KEYWORDS.items()
-}  # no look-around, so pyarrow's regex engine runs them vectorised
+}
+
+
+def topic_columns(session_type: np.ndarray, title: np.ndarray) -> Columns:
+    """``topic__session_type``, one 0/1 flag per :data:`TITLE_KEYWORDS` entry, title length
+    (characters). A missing title (``""``) has no flags and length 0."""
+    titles = [str(t) for t in title]
+    cols: Columns = {"topic__session_type": session_type}
+    for flag, pattern in _KEYWORD_PATTERNS.items():
+        cols[f"topic__kw_{flag}"] = np.fromiter(
+            (pattern.search(t) is not None for t in titles), float, len(titles)
+        )
+    cols["topic__title_len"] = np.fromiter((len(t) for t in titles), float, len(titles))
+    return cols
 
 
 def topic_features(sessions: pd.DataFrame) -> pd.DataFrame:
-    """``topic__session_type``, one 0/1 flag per :data:`TITLE_KEYWORDS` entry, title length
-    (characters). A missing title has no flags and length 0."""
-    title = (
-        sessions["title"].astype(object).where(sessions["title"].notna(), "")
-        if "title" in sessions.columns
-        else pd.Series("", index=sessions.index, dtype=object)
-    ).astype(str)
-    out = pd.DataFrame(index=sessions.index)
-    out["topic__session_type"] = sessions["session_type"].astype(object).to_numpy()
-    for flag, pattern in _KEYWORD_PATTERNS.items():
-        out[f"topic__kw_{flag}"] = title.str.contains(pattern, case=False, regex=True).astype(float)
-    out["topic__title_len"] = title.str.len().astype(float)
-    return out
+    """:func:`topic_columns` of a ``sessions`` frame."""
+    session_type = _object_array(sessions["session_type"].astype(object))
+    return pd.DataFrame(topic_columns(session_type, _titles(sessions)), index=sessions.index)
 
 
-def is_festival_session(sessions: pd.DataFrame, topic: pd.DataFrame) -> pd.Series:
-    """A festival session: type ``festival_promo`` or a festival keyword in the title."""
-    return sessions["session_type"].astype(str).eq("festival_promo") | topic[
-        "topic__kw_festival"
-    ].eq(1.0)
+def festival_flag(session_type: np.ndarray, kw_festival: np.ndarray) -> np.ndarray:
+    """A festival session: type ``festival_promo`` or a festival keyword in the title (0/1)."""
+    return ((session_type == "festival_promo") | (kw_festival == 1.0)).astype(float)
 
 
 # --------------------------------------------------------------------------- slot
+
+
+def _local_hour(local: np.ndarray) -> np.ndarray:
+    return ((local - local.astype("datetime64[D]")) // np.timedelta64(1, "h")).astype(np.int64)
 
 
 def hour_band_code(start_time: pd.Series, tz: str = DEFAULT_TZ) -> np.ndarray:
@@ -354,11 +512,10 @@ def _festival_days(local_days: np.ndarray, name: str) -> tuple[np.ndarray, np.nd
     last = np.datetime64(festival_day(name, LAST_YEAR), "D")
     ok = (local_days >= first) & (local_days <= last)
     if ok.any():
-        idx = pd.DatetimeIndex(local_days[ok])
-        t, f = days_to_from(idx, name)
+        t, f = day_distances(local_days[ok], name)
         to_next[ok] = t
         from_prev[ok] = f
-        window[ok] = in_window(idx, name)
+        window[ok] = window_flags(t, f, name)
     before = local_days < first
     to_next[before] = (first - local_days[before]).astype(int)
     after = local_days > last
@@ -368,74 +525,95 @@ def _festival_days(local_days: np.ndarray, name: str) -> tuple[np.ndarray, np.nd
     return to_next, from_prev, window
 
 
-def slot_features(sessions: pd.DataFrame, tz: str = DEFAULT_TZ) -> pd.DataFrame:
-    """When the session runs, in local time of ``tz``.
+def slot_columns(local: np.ndarray, planned_duration_min: np.ndarray) -> Columns:
+    """When the session runs, from its local wall-clock start (``datetime64[ns]``).
 
     ``slot__hour`` (0-23), ``slot__hour_band`` (category), ``slot__weekday`` (0 = Monday),
     ``slot__is_weekend``, ``slot__month``, ``slot__duration_min`` (planned, minutes), and per
     festival of :data:`~features.calendar.FESTIVALS` the days to the next / since the previous
     festival day (capped at :data:`FESTIVAL_CAP_DAYS`) and whether the day is in its window.
     """
-    local = sessions["start_time"].dt.tz_convert(tz)
-    out = pd.DataFrame(index=sessions.index)
-    hour = local.dt.hour.to_numpy()
-    out["slot__hour"] = hour.astype(float)
-    out["slot__hour_band"] = np.array(HOUR_BANDS, dtype=object)[_HOUR_BAND_CODE[hour]]
-    weekday = local.dt.day_of_week.to_numpy()
-    out["slot__weekday"] = weekday.astype(float)
-    out["slot__is_weekend"] = (weekday >= 5).astype(float)
-    out["slot__month"] = local.dt.month.to_numpy().astype(float)
-    out["slot__duration_min"] = sessions["planned_duration_min"].to_numpy(dtype=float)
-    days = local.dt.tz_localize(None).to_numpy().astype("datetime64[D]")
-    any_window = np.zeros(len(sessions), dtype=bool)
+    days = local.astype("datetime64[D]")
+    hour = _local_hour(local)
+    weekday = (days.astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday
+    cols: Columns = {
+        "slot__hour": hour.astype(float),
+        "slot__hour_band": np.array(HOUR_BANDS, dtype=object)[_HOUR_BAND_CODE[hour]],
+        "slot__weekday": weekday.astype(float),
+        "slot__is_weekend": (weekday >= 5).astype(float),
+        "slot__month": (local.astype("datetime64[M]").astype(np.int64) % 12 + 1).astype(float),
+        "slot__duration_min": np.asarray(planned_duration_min, dtype=float),
+    }
+    any_window = np.zeros(len(local), dtype=bool)
     for name in FESTIVALS:
         to_next, from_prev, window = _festival_days(days, name)
-        out[f"slot__days_to_{name}"] = np.minimum(to_next, FESTIVAL_CAP_DAYS)
-        out[f"slot__days_from_{name}"] = np.minimum(from_prev, FESTIVAL_CAP_DAYS)
-        out[f"slot__in_window_{name}"] = window.astype(float)
+        cols[f"slot__days_to_{name}"] = np.minimum(to_next, FESTIVAL_CAP_DAYS)
+        cols[f"slot__days_from_{name}"] = np.minimum(from_prev, FESTIVAL_CAP_DAYS)
+        cols[f"slot__in_window_{name}"] = window.astype(float)
         if name != "spring":  # the spring window is a logistics lull, not a selling window
             any_window |= window
-    out["slot__in_promo_window"] = any_window.astype(float)
-    return out
+    cols["slot__in_promo_window"] = any_window.astype(float)
+    return cols
+
+
+def slot_features(sessions: pd.DataFrame, tz: str = DEFAULT_TZ) -> pd.DataFrame:
+    """:func:`slot_columns` of a ``sessions`` frame, in local time of ``tz``."""
+    local = sessions["start_time"].dt.tz_convert(tz).dt.tz_localize(None).to_numpy()
+    duration = sessions["planned_duration_min"].to_numpy(dtype=float)
+    return pd.DataFrame(
+        slot_columns(local.astype("datetime64[ns]"), duration), index=sessions.index
+    )
 
 
 # --------------------------------------------------------------------------- promo and warm-up
 
-_MECHANICS: tuple[str, ...] = ("lottery_count", "red_envelope_count", "flash_sale_rounds")
 
-
-def promo_features(sessions: pd.DataFrame, mix: pd.DataFrame) -> pd.DataFrame:
+def promo_columns(numeric: Columns, mix: Columns) -> Columns:
     """In-session mechanics: counts, coupon value (currency), discount depth (fraction; from the
     SKUs' mean discount when not stated), number of mechanics used (lottery, red envelope,
     flash sale, coupon; missing when none is known) and coupon value / mean live price."""
-    out = pd.DataFrame(index=sessions.index)
-    for col in _MECHANICS:
-        out[f"promo__{col}"] = sessions[col].to_numpy(dtype=float)
-    coupon = sessions["coupon_value"].to_numpy(dtype=float)
-    out["promo__coupon_value"] = coupon
-    out["promo__discount_depth"] = (
-        sessions["discount_depth"].astype(float).fillna(mix["mix__mean_discount"]).to_numpy()
-    )
-    used = np.column_stack([sessions[c].to_numpy(dtype=float) for c in _MECHANICS] + [coupon])
+    cols: Columns = {f"promo__{c}": numeric[c] for c in _MECHANICS}
+    coupon = numeric["coupon_value"]
+    cols["promo__coupon_value"] = coupon
+    stated = numeric["discount_depth"]
+    cols["promo__discount_depth"] = np.where(np.isnan(stated), mix["mix__mean_discount"], stated)
+    used = np.column_stack([numeric[c] for c in _MECHANICS] + [coupon])
     n_used = (np.nan_to_num(used, nan=0.0) > 0).sum(axis=1).astype(float)
-    out["promo__n_mechanics"] = np.where(np.isnan(used).all(axis=1), np.nan, n_used)
-    price = mix["mix__mean_live_price"].to_numpy(dtype=float)
+    cols["promo__n_mechanics"] = np.where(np.isnan(used).all(axis=1), np.nan, n_used)
+    price = mix["mix__mean_live_price"]
     with np.errstate(divide="ignore", invalid="ignore"):
-        out["promo__coupon_rel_price"] = np.where(price > 0, coupon / price, np.nan)
-    return out
+        cols["promo__coupon_rel_price"] = np.where(price > 0, coupon / price, np.nan)
+    return cols
+
+
+def promo_features(sessions: pd.DataFrame, mix: pd.DataFrame) -> pd.DataFrame:
+    """:func:`promo_columns` of a ``sessions`` frame and its ``mix__*`` columns."""
+    read = (*_MECHANICS, "coupon_value", "discount_depth")
+    numeric = {c: sessions[c].to_numpy(dtype=float) for c in read}
+    mix_cols = {
+        c: mix[c].to_numpy(dtype=float) for c in ("mix__mean_discount", "mix__mean_live_price")
+    }
+    return pd.DataFrame(promo_columns(numeric, mix_cols), index=sessions.index)
+
+
+def warmup_columns(numeric: Columns) -> Columns:
+    """Warm-up effort: videos and community pushes (counts), paid budget (currency), and the
+    number of organic warm-up actions (videos + pushes)."""
+    videos = numeric["warmup_videos"]
+    pushes = numeric["community_pushes"]
+    return {
+        "warmup__videos": videos,
+        "warmup__community_pushes": pushes,
+        "warmup__paid_promo_budget": numeric["paid_promo_budget"],
+        "warmup__n_actions": videos + pushes,
+    }
 
 
 def warmup_features(sessions: pd.DataFrame) -> pd.DataFrame:
-    """Warm-up effort: videos and community pushes (counts), paid budget (currency), and the
-    number of organic warm-up actions (videos + pushes)."""
-    out = pd.DataFrame(index=sessions.index)
-    videos = sessions["warmup_videos"].to_numpy(dtype=float)
-    pushes = sessions["community_pushes"].to_numpy(dtype=float)
-    out["warmup__videos"] = videos
-    out["warmup__community_pushes"] = pushes
-    out["warmup__paid_promo_budget"] = sessions["paid_promo_budget"].to_numpy(dtype=float)
-    out["warmup__n_actions"] = videos + pushes
-    return out
+    """:func:`warmup_columns` of a ``sessions`` frame."""
+    read = ("warmup_videos", "community_pushes", "paid_promo_budget")
+    numeric = {c: sessions[c].to_numpy(dtype=float) for c in read}
+    return pd.DataFrame(warmup_columns(numeric), index=sessions.index)
 
 
 # --------------------------------------------------------------------------- room history
@@ -559,7 +737,9 @@ def _history_table(history: pd.DataFrame, history_summary: pd.DataFrame, tz: str
             "aov": aov,
             "dwell": h["avg_dwell_seconds"].to_numpy(dtype=float),
             "followers": h["followers_at_start"].to_numpy(dtype=float),
-            "festival": is_festival_session(h, topic).to_numpy(dtype=float),
+            "festival": festival_flag(
+                h["session_type"].astype(str).to_numpy(), topic["topic__kw_festival"].to_numpy()
+            ),
             "duration": h["planned_duration_min"].to_numpy(dtype=float),
         }
     )
@@ -688,17 +868,18 @@ def room_history(
     )
 
 
-def room_features(
-    sessions: pd.DataFrame,
-    history: pd.DataFrame | None,
-    history_summary: pd.DataFrame | None,
-    top_category: pd.Series,
-    tz: str = DEFAULT_TZ,
-    *,
-    state: RoomHistory | None = None,
-) -> pd.DataFrame:
-    """The room's history before each session (only ``history`` rows of the same room that
-    started strictly earlier), plus the plan's own room inputs.
+def _coalesce(*arrays: np.ndarray) -> np.ndarray:
+    """Elementwise the first non-missing value of object arrays (None / NaN = missing)."""
+    out = arrays[0]
+    for fallback in arrays[1:]:
+        out = np.where(pd.isna(out), fallback, out)
+    return out
+
+
+def room_columns(inputs: SessionInputs, state: RoomHistory, top_category: np.ndarray) -> Columns:
+    """The room's history before each session (only history sessions of the same room that
+    started strictly earlier, from the as-of tables of ``state``), plus the plan's own room
+    inputs.
 
     Outcome statistics skip sessions without outcomes: ``room__n_prior`` (count), trailing
     means of ``log1p`` viewers / GMV / orders over the last 5 and 20, the last value,
@@ -709,58 +890,39 @@ def room_features(
     (planned duration / the room's median earlier planned duration). ``room__followers`` is
     the session's ``followers_at_start``, else the room's last known value;
     ``room__main_category`` is the most frequent SKU category of earlier sessions, else the
-    plan's ``room_category`` (when the frame has that column), else ``top_category``.
-    ``state`` (from :func:`room_history`) replaces ``history`` / ``history_summary``.
+    plan's ``room_category``, else the session's ``top_category``.
     """
-    if state is None:
-        state = room_history(history, history_summary, tz)
-    q = pd.DataFrame(
-        {
-            "room_id": sessions["room_id"].astype(str).to_numpy(),
-            "_t": _epoch_ns(sessions["start_time"]),
-            "_band": hour_band_code(sessions["start_time"], tz),
-            "session_type": sessions["session_type"].astype(str).to_numpy(),
-        },
-        index=sessions.index,
-    )
-    out = pd.DataFrame(index=sessions.index)
-    main = state.outcome.frame(q)
-    for col in _ROOM_OUTCOME_COLUMNS:
-        out[f"room__{col}"] = main[col].to_numpy()
-    out["room__n_prior"] = out["room__n_prior"].fillna(0.0)
-    band = state.band.frame(q)
-    out["room__band_viewers_mean_10"] = band["band_viewers_mean_10"].to_numpy()
-    out["room__band_gmv_mean_10"] = band["band_gmv_mean_10"].to_numpy()
-    typ = state.session_type.frame(q)
-    out["room__type_gmv_mean_10"] = typ["type_gmv_mean_10"].to_numpy()
-    plan = state.plan.frame(q)
-    out["room__days_since_last"] = (q["_t"].to_numpy(dtype=float) - plan["prev_t"]) / _NS_PER_DAY
-    out["room__festival_share"] = plan["festival_share"].to_numpy()
-    planned = sessions["planned_duration_min"].to_numpy(dtype=float)
-    median = plan["duration_median"].to_numpy()
+    room, t = inputs.room_id, inputs.t
+    band = _HOUR_BAND_CODE[_local_hour(inputs.local)]
+    main = state.outcome.lookup([room], t)
+    cols: Columns = {f"room__{c}": main[:, i] for i, c in enumerate(_ROOM_OUTCOME_COLUMNS)}
+    cols["room__n_prior"] = np.nan_to_num(cols["room__n_prior"], nan=0.0)
+    by_band = state.band.lookup([room, band], t)
+    cols["room__band_viewers_mean_10"] = by_band[:, 0]
+    cols["room__band_gmv_mean_10"] = by_band[:, 1]
+    cols["room__type_gmv_mean_10"] = state.session_type.lookup([room, inputs.session_type], t)[:, 0]
+    plan = dict(zip(_PLAN_STAT_COLUMNS, state.plan.lookup([room], t).T, strict=True))
+    cols["room__days_since_last"] = (t.astype(float) - plan["prev_t"]) / _NS_PER_DAY
+    cols["room__festival_share"] = plan["festival_share"]
+    planned = inputs.numeric["planned_duration_min"]
+    median = plan["duration_median"]
     with np.errstate(divide="ignore", invalid="ignore"):
-        out["room__duration_ratio"] = np.where(median > 0, planned / median, np.nan)
-    own = sessions["followers_at_start"].to_numpy(dtype=float)
-    out["room__followers"] = np.where(np.isnan(own), plan["followers_last"].to_numpy(), own)
-    out["room__platform"] = sessions["platform"].astype(object).to_numpy()
-    code = plan["main_category_code"].to_numpy()
+        cols["room__duration_ratio"] = np.where(median > 0, planned / median, np.nan)
+    own = inputs.numeric["followers_at_start"]
+    cols["room__followers"] = np.where(np.isnan(own), plan["followers_last"], own)
+    cols["room__platform"] = inputs.platform
+    code = plan["main_category_code"]
     known = ~np.isnan(code) & (code >= 0)
     cats = np.array(CATEGORIES, dtype=object)
-    main_cat = pd.Series(
-        np.where(known, cats[np.where(known, code, 0).astype(int)], None),
-        index=sessions.index,
-        dtype=object,
-    )
-    if "room_category" in sessions.columns:
-        main_cat = main_cat.fillna(sessions["room_category"].astype(object))
-    out["room__main_category"] = main_cat.fillna(top_category.astype(object))
-    return out
+    learnt = np.where(known, cats[np.where(known, code, 0).astype(int)], None)
+    cols["room__main_category"] = _coalesce(learnt, inputs.room_category, top_category)
+    return cols
 
 
 def sku_history(history: pd.DataFrame, history_products: pd.DataFrame) -> AsOfTable | None:
-    """The SKU track records :func:`sku_history_features` reads: per (room, SKU) cumulative
-    appearances ``cn``, units ``cu`` and log1p units ``clg`` as an as-of table; None when the
-    history has no ``units_sold`` column."""
+    """The SKU track records :func:`sku_columns` reads: per (room, SKU) cumulative appearances
+    ``cn``, units ``cu`` and log1p units ``clg`` as an as-of table; None when the history has
+    no ``units_sold`` column."""
     if history_products is None or "units_sold" not in history_products.columns:
         return None
     hs = history[["session_id", "room_id", "start_time"]].assign(
@@ -782,104 +944,79 @@ def sku_history(history: pd.DataFrame, history_products: pd.DataFrame) -> AsOfTa
     return AsOfTable(g, ["room_id", "sku_id"], ["cn", "cu", "clg"])
 
 
-_NO_STATE = object()
+SKU_HISTORY_COLUMNS: tuple[str, ...] = (
+    "room__sku_hist_units",
+    "room__sku_hist_log_units",
+    "room__sku_hist_share",
+)
 
 
-def sku_history_features(
-    sessions: pd.DataFrame,
-    products: pd.DataFrame,
-    history: pd.DataFrame | None,
-    history_products: pd.DataFrame | None,
-    *,
-    state: AsOfTable | object | None = _NO_STATE,
-) -> pd.DataFrame:
+def sku_columns(inputs: SessionInputs, skus: SkuList, state: AsOfTable | None) -> Columns:
     """Track record of the session's SKUs in the same room, from earlier sessions only.
 
-    For each planned SKU: the mean units sold over its earlier appearances in the room (only
+    For each listed SKU: the mean units sold over its earlier appearances in the room (only
     sessions that started strictly before this one and have ``units_sold``). Per session:
     ``room__sku_hist_units`` (sum over SKUs with a track record, units),
     ``room__sku_hist_log_units`` (mean log1p units over those SKUs) and
     ``room__sku_hist_share`` (share of the session's SKUs with a track record). Missing when
-    the session lists no SKUs. ``state`` (from :func:`sku_history`) replaces ``history`` /
-    ``history_products``.
+    the session lists no SKUs or the history has no unit sales.
     """
-    cols = ["room__sku_hist_units", "room__sku_hist_log_units", "room__sku_hist_share"]
-    out = pd.DataFrame(np.nan, index=sessions.index, columns=cols)
-    if len(products) == 0:
-        return out
-    if state is _NO_STATE:
-        state = sku_history(history, history_products)
-    if state is None:
-        return out
-    tgt_s = sessions[["session_id", "room_id", "start_time"]].copy()
-    tgt_s["session_id"] = tgt_s["session_id"].astype(str)
-    tgt_s["room_id"] = tgt_s["room_id"].astype(str)
-    tp = products[["session_id", "sku_id"]].copy()
-    tp["session_id"] = tp["session_id"].astype(str)
-    tp["sku_id"] = tp["sku_id"].astype(str)
-    tp = tp.merge(tgt_s, on="session_id", how="inner")
-    if len(tp) == 0:
-        return out
-    tp["_t"] = _epoch_ns(tp["start_time"])
-    m = pd.concat([tp, state.frame(tp)], axis=1)
-    m["mean_u"] = m["cu"] / m["cn"]
-    m["mean_lg"] = m["clg"] / m["cn"]
-    m["has"] = m["cn"].notna().astype(float)
-    agg = m.groupby("session_id").agg(
-        units=("mean_u", "sum"), log_units=("mean_lg", "mean"), share=("has", "mean")
-    )
-    sid = sessions["session_id"].astype(str)
-    out["room__sku_hist_units"] = agg["units"].reindex(sid).to_numpy()
-    out["room__sku_hist_log_units"] = agg["log_units"].reindex(sid).to_numpy()
-    out["room__sku_hist_share"] = agg["share"].reindex(sid).to_numpy()
-    return out
+    n = len(inputs)
+    cols: Columns = {c: np.full(n, np.nan) for c in SKU_HISTORY_COLUMNS}
+    if state is None or len(skus.session) == 0:
+        return cols
+    s = skus.session
+    cn, cu, clg = state.lookup([inputs.room_id[s], skus.sku_id], inputs.t[s]).T
+    has = ~np.isnan(cn)
+    safe = np.where(has, cn, 1.0)
+    listed = np.bincount(s, minlength=n).astype(float)
+    n_has = np.bincount(s, weights=has.astype(float), minlength=n)
+    units = np.bincount(s, weights=np.where(has, cu / safe, 0.0), minlength=n)
+    logs = np.bincount(s, weights=np.where(has, clg / safe, 0.0), minlength=n)
+    cols["room__sku_hist_units"] = np.where(listed > 0, units, np.nan)
+    cols["room__sku_hist_log_units"] = np.where(n_has > 0, logs / np.maximum(n_has, 1.0), np.nan)
+    cols["room__sku_hist_share"] = np.where(listed > 0, n_has / np.maximum(listed, 1.0), np.nan)
+    return cols
 
 
 # --------------------------------------------------------------------------- assembly
 
 
-def _features(
-    sessions: pd.DataFrame,
-    summary: pd.DataFrame,
-    history: pd.DataFrame,
-    history_summary: pd.DataFrame,
-    tz: str,
-    products: pd.DataFrame | None = None,
-    history_products: pd.DataFrame | None = None,
-    context: PlanContext | None = None,
-) -> pd.DataFrame:
-    """Keys plus all six families for ``sessions`` (positional order kept). With ``context``
-    the room and SKU history state come from it instead of ``history`` / ``history_*``."""
-    sessions = sessions.reset_index(drop=True)
-    keys = sessions[list(KEY_COLUMNS)].copy()
-    keys["session_id"] = keys["session_id"].astype(str)
-    keys["room_id"] = keys["room_id"].astype(str)
-    mix = mix_features(summary, sessions["session_id"])
-    parts = [
-        keys,
-        topic_features(sessions),
-        slot_features(sessions, tz),
-        mix,
-        promo_features(sessions, mix),
-        warmup_features(sessions),
-        room_features(
-            sessions,
-            history,
-            history_summary,
-            mix["mix__top_category"],
-            tz,
-            state=context.rooms if context is not None else None,
-        ),
-    ]
-    if context is not None and products is not None:
-        parts.append(sku_history_features(sessions, products, None, None, state=context.skus))
-    elif products is not None and history_products is not None:
-        parts.append(sku_history_features(sessions, products, history, history_products))
-    frame = pd.concat(parts, axis=1)
-    for col in feature_columns(frame):
-        if col not in CATEGORICAL_VOCAB:
-            frame[col] = frame[col].astype("float64")
-    return apply_vocab(frame)
+def session_columns(
+    inputs: SessionInputs,
+    summary: Columns,
+    rooms: RoomHistory,
+    sku_state: AsOfTable | None,
+    skus: SkuList,
+) -> Columns:
+    """All six feature families for ``inputs`` (positional order): the one definition of
+    every feature, for training frames, plan frames and the service's model matrix."""
+    mix = mix_columns(summary)
+    cols: Columns = {}
+    cols.update(topic_columns(inputs.session_type, inputs.title))
+    cols.update(slot_columns(inputs.local, inputs.numeric["planned_duration_min"]))
+    cols.update(mix)
+    cols.update(promo_columns(inputs.numeric, mix))
+    cols.update(warmup_columns(inputs.numeric))
+    cols.update(room_columns(inputs, rooms, mix["mix__top_category"]))
+    cols.update(sku_columns(inputs, skus, sku_state))
+    return cols
+
+
+def _frame(inputs: SessionInputs, start_time: pd.Series, cols: Columns) -> pd.DataFrame:
+    """Keys plus feature columns as a frame: floats as float64, categoricals in their vocab."""
+    keys = pd.DataFrame(
+        {
+            "session_id": pd.Series(inputs.session_id, dtype=object).astype(str),
+            "room_id": pd.Series(inputs.room_id, dtype=object).astype(str),
+            "start_time": start_time.reset_index(drop=True),
+        }
+    )
+    features = pd.DataFrame(
+        {c: v if c in CATEGORICAL_VOCAB else v.astype("float64") for c, v in cols.items()},
+        index=keys.index,
+    )
+    return apply_vocab(pd.concat([keys, features], axis=1))
 
 
 def build_session_features(
@@ -897,7 +1034,15 @@ def build_session_features(
     ordered = sessions.sort_values(["start_time", "session_id"], kind="stable")
     ordered = ordered.reset_index(drop=True)
     summary = product_mix_summary(products)
-    return _features(ordered, summary, ordered, summary, tz, products, products)
+    inputs = session_inputs(ordered, tz)
+    cols = session_columns(
+        inputs,
+        summary_columns(summary, inputs.session_id),
+        room_history(ordered, summary, tz),
+        sku_history(ordered, products),
+        sku_list(products, inputs.session_id),
+    )
+    return _frame(inputs, ordered["start_time"], cols)
 
 
 @dataclass(frozen=True)
@@ -907,8 +1052,6 @@ class PlanContext:
 
     rooms: RoomHistory
     skus: AsOfTable | None
-    empty_sessions: pd.DataFrame
-    empty_products: pd.DataFrame
     tz: str
 
 
@@ -930,10 +1073,63 @@ def plan_context(
     return PlanContext(
         rooms=room_history(history_sessions, history_summary, tz),
         skus=sku_history(history_sessions, history_products),
-        empty_sessions=history_sessions.iloc[:0],
-        empty_products=history_products.iloc[:0],
         tz=tz,
     )
+
+
+def plan_inputs(
+    plans: list[SessionPlan], tz: str = DEFAULT_TZ
+) -> tuple[SessionInputs, Columns, SkuList]:
+    """The inputs, mix summary and SKU list of draft plans, straight from the validated
+    pydantic models (no frames): each plan reads exactly as its ``sessions`` /
+    ``session_products`` contract rows would (:meth:`~features.plan.SessionPlan.to_session_row`).
+    A plan's ``products`` and ``product_mix`` both map onto the mix summary."""
+    rows = [p.to_session_row(i) for i, p in enumerate(plans)]
+    ids = [str(r["session_id"]) for r in rows]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"plan ids must be unique: {dup}")
+    starts = [pd.Timestamp(r["start_time"]).as_unit("ns") for r in rows]
+    inputs = SessionInputs(
+        session_id=_object_array(ids),
+        room_id=_object_array(r["room_id"] for r in rows),
+        t=np.array([s.value for s in starts], dtype=np.int64),
+        local=np.array(
+            [s.tz_convert(tz).tz_localize(None).to_datetime64() for s in starts],
+            dtype="datetime64[ns]",
+        ),
+        platform=_object_array(r["platform"] for r in rows),
+        session_type=_object_array(r["session_type"] for r in rows),
+        title=_object_array(str(r["title"]) for r in rows),
+        room_category=_object_array(p.room_category for p in plans),
+        numeric={c: np.array([r[c] for r in rows], dtype=float) for c in _NUMERIC_INPUTS},
+    )
+    lines = [(i, line) for i, p in enumerate(plans) for line in (p.products or [])]
+    session = np.array([i for i, _ in lines], dtype=np.int64)
+    if lines:
+        raw = _sku_summary_raw(
+            session,
+            len(plans),
+            _object_array(line.category for _, line in lines),
+            np.array([line.live_price for _, line in lines], dtype=float),
+            np.array([line.list_price for _, line in lines], dtype=float),
+            np.array([math.nan if ln.stock is None else ln.stock for _, ln in lines], dtype=float),
+            np.array([line.is_new_launch for _, line in lines], dtype=float),
+        )
+    else:
+        raw = _missing_summary(len(plans))
+    for i, plan in enumerate(plans):
+        if plan.product_mix is not None:
+            for key, value in mix_summary_row(plan.product_mix).items():
+                raw[key][i] = value
+    skus = SkuList(session, _object_array(line.sku_id for _, line in lines))
+    return inputs, _finish_summary(raw), skus
+
+
+def plan_columns(plans: list[SessionPlan], context: PlanContext) -> tuple[SessionInputs, Columns]:
+    """The feature columns of draft plans (plan order) with a prebuilt history state."""
+    inputs, summary, skus = plan_inputs(plans, context.tz)
+    return inputs, session_columns(inputs, summary, context.rooms, context.skus, skus)
 
 
 def plan_features(
@@ -953,34 +1149,33 @@ def plan_features(
     in for a room without history (cold start). ``context`` (from :func:`plan_context`, built
     once) replaces the history arguments: the rows are the same, without the per-call work.
     """
-    if context is not None:
-        tz = context.tz
-    if not plans:
-        if context is not None:
-            return build_session_features(context.empty_sessions, context.empty_products, tz=tz)
-        empty = history_sessions.iloc[:0]
-        return build_session_features(empty, history_products.iloc[:0], tz=tz)
-    raw, raw_products = plans_to_frames(plans)
-    ids = raw["session_id"].astype(str)
-    if ids.duplicated().any():
-        raise ValueError(f"plan ids must be unique: {sorted(set(ids[ids.duplicated()]))}")
-    raw["start_time"] = pd.to_datetime(raw["start_time"], utc=True)
-    frame = validate(raw, "sessions", source="plans", tz=tz)
-    frame["room_category"] = pd.Series(
-        [p.room_category for p in plans], index=frame.index, dtype=object
-    )
-    # validated once: the mix summary and the SKU track records read the same rows
-    plan_products = validate(raw_products, "session_products", tz=tz) if len(raw_products) else None
-    parts = []
-    if len(raw_products):
-        parts.append(product_mix_summary(plan_products))
-    for i, plan in enumerate(plans):
-        if plan.product_mix is not None:
-            parts.append(mix_to_summary(plan.product_mix, plan.plan_id(i)))
-    summary = pd.concat(parts) if parts else _empty_summary()
     if context is None:
         # every history statistic is per room: other rooms' sessions cannot change a plan's row
-        context = plan_context(history_sessions, history_products, tz=tz, rooms=frame["room_id"])
-    if plan_products is None:
-        plan_products = context.empty_products
-    return _features(frame, summary, None, None, tz, plan_products, None, context)
+        rooms = {p.room_id for p in plans}
+        context = plan_context(history_sessions, history_products, tz=tz, rooms=rooms)
+    inputs, cols = plan_columns(plans, context)
+    start = pd.Series(pd.to_datetime(inputs.t, utc=True)).dt.tz_convert(context.tz)
+    return _frame(inputs, start, cols)
+
+
+def model_matrix(
+    cols: Columns, features: list[str], vocab: dict[str, tuple[str, ...]]
+) -> np.ndarray:
+    """The model input as a float64 numpy matrix: ``features`` in order, categoricals as codes
+    of ``vocab`` (missing -> NaN). Raises :class:`UnknownCategoryError` for a value outside
+    the vocabulary (LightGBM would read it silently as missing)."""
+    out = np.empty((len(cols[features[0]]) if features else 0, len(features)))
+    for j, name in enumerate(features):
+        values = cols[name]
+        if name in vocab:
+            index = {v: float(i) for i, v in enumerate(vocab[name])}
+            missing = pd.isna(values)
+            unknown = {
+                str(v) for v, m in zip(values, missing, strict=True) if not m and v not in index
+            }
+            if unknown:
+                raise UnknownCategoryError(name, unknown, vocab[name])
+            out[:, j] = [math.nan if m else index[v] for v, m in zip(values, missing, strict=True)]
+        else:
+            out[:, j] = values
+    return out

@@ -1,12 +1,13 @@
-"""Fast per-request scoring of draft plans: the same feature functions, no per-call history work.
+"""Fast per-request scoring of draft plans: the same feature functions, no per-request frames.
 
-:func:`features.sessions.plan_features` recomputes the room-history statistics from the whole
-history snapshot on every call, and a pandas frame in ``Booster.predict`` costs about 100x a
-numpy row. :class:`PlanScorer` builds the history state once at load time
-(:func:`features.sessions.plan_context`, the same statistics functions) and at request time
-calls ``plan_features(plans, context=...)`` (the same code, hence exactly the same rows), then
-predicts on a numpy matrix (category codes of the bundle's saved vocabulary; an unseen category
-is rejected by :func:`features.sessions.apply_vocab`, never read as missing).
+Every feature is defined once in :mod:`features.sessions` as a function from session inputs and
+history state to numpy columns (:func:`features.sessions.session_columns`). Training wraps
+those columns in a DataFrame; :class:`PlanScorer` builds the history state once at load time
+(:func:`features.sessions.plan_context`), reads each request's plans straight from their
+pydantic models (:func:`features.sessions.plan_columns`) and predicts on a numpy matrix
+(:func:`features.sessions.model_matrix`: category codes of the bundle's saved vocabulary; an
+unseen category is rejected, never read as missing). A pandas frame in ``Booster.predict``
+costs about 100x a numpy row, and pandas / pandera work per request dominated the latency.
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ import pandas as pd
 
 from features.contract import DEFAULT_TZ
 from features.plan import SessionPlan, example_plan
-from features.sessions import apply_vocab, plan_context, plan_features
+from features.sessions import (
+    model_matrix,
+    plan_columns,
+    plan_context,
+    plan_features,
+)
 from training.bundle import Bundle
 
 
@@ -49,36 +55,29 @@ class PlanScorer:
         return plan_features(plans, context=self.context)
 
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
-        """The model input as float64 numpy: features in training order, categoricals as codes
-        of the saved vocabulary (missing -> NaN). Unknown categories raise."""
-        X = apply_vocab(frame[self.features], self.vocab)
-        cols = []
-        for c in self.features:
-            col = X[c]
-            if isinstance(col.dtype, pd.CategoricalDtype):
-                codes = col.cat.codes.to_numpy().astype(np.float64)
-                codes[codes < 0] = np.nan
-                cols.append(codes)
-            else:
-                cols.append(col.to_numpy(dtype=np.float64))
-        return np.ascontiguousarray(np.column_stack(cols))
+        """The model input of a feature frame as float64 numpy (:func:`model_matrix`):
+        features in training order, categoricals as codes of the saved vocabulary."""
+        cols = {
+            c: frame[c].astype(object).to_numpy() if c in self.vocab else frame[c].to_numpy(float)
+            for c in self.features
+        }
+        return model_matrix(cols, self.features, self.vocab)
 
     # ------------------------------------------------------------------ scoring
 
     def score(self, plans: list[SessionPlan], *, drivers: bool = True) -> list[dict[str, Any]]:
         """One dict per plan in the :class:`~serving.schemas.PlanForecast` shape."""
-        frame = self.frame(plans)
-        X = self.matrix(frame)
+        _, cols = plan_columns(plans, self.context)
+        X = model_matrix(cols, self.features, self.vocab)
         fc = self.forecaster
-        pred = fc.predict(frame, num_threads=self.num_threads, X=X)
-        explained = (
-            fc.explain(frame, num_threads=self.num_threads, X=X) if drivers else [None] * len(plans)
+        cold = cols["room__n_prior"] == 0
+        pred = fc.predict_columns(X, cold, num_threads=self.num_threads)
+        explained: list[dict[str, Any] | None] = (
+            fc.explain_columns(X, lambda r, f: cols[f][r], num_threads=self.num_threads)
+            if drivers
+            else [None] * len(plans)
         )
         targets = list(fc.models)
-        q = {t: pred[[f"{t}_p10", f"{t}_p50", f"{t}_p90"]].to_numpy(dtype=float) for t in targets}
-        conv = pred["conversion_p50"].to_numpy(dtype=float)
-        aov = pred["aov_p50"].to_numpy(dtype=float)
-        cold = pred["cold_start"].to_numpy(dtype=bool)
         out = []
         for i, plan in enumerate(plans):
             item: dict[str, Any] = {
@@ -87,10 +86,9 @@ class PlanScorer:
                 "cold_start": bool(cold[i]),
             }
             for t in targets:
-                row = q[t][i]
-                item[t] = {"p10": float(row[0]), "p50": float(row[1]), "p90": float(row[2])}
-            item["conversion"] = float(conv[i])
-            item["aov"] = float(aov[i])
+                item[t] = {q: float(pred[f"{t}_{q}"][i]) for q in ("p10", "p50", "p90")}
+            item["conversion"] = float(pred["conversion_p50"][i])
+            item["aov"] = float(pred["aov_p50"][i])
             if explained[i] is not None:
                 item["explanation"] = _explanation(explained[i])
             out.append(item)

@@ -20,6 +20,7 @@ the follower count alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,25 +138,71 @@ class Forecaster:
         X = apply_vocab(frame[self.features], self.vocab)
         return X
 
-    def predict(
-        self, frame: pd.DataFrame, num_threads: int = 0, X: np.ndarray | None = None
-    ) -> pd.DataFrame:
-        """Per row: ``<target>_p10/_p50/_p90``, derived conversion and AOV, ``cold_start``.
-
-        ``X``: the model input of ``frame`` already built (e.g. numpy, category codes).
-        """
-        X = self.matrix(frame) if X is None else X
-        cold = is_cold(frame)
-        out = pd.DataFrame(index=frame.index)
+    def predict_columns(
+        self, X: pd.DataFrame | np.ndarray, cold: np.ndarray, num_threads: int = 0
+    ) -> dict[str, np.ndarray]:
+        """Per row of the model input ``X``: ``<target>_p10/_p50/_p90``, derived
+        ``conversion_p50`` and ``aov_p50``, and ``cold_start`` (``cold``) as named arrays."""
+        out: dict[str, np.ndarray] = {}
         for target, model in self.models.items():
             q = model.quantiles(model.predict_log(X, num_threads), cold)
             for j, name in enumerate(("p10", "p50", "p90")):
                 out[f"{target}_{name}"] = q[:, j]
         if {"viewers", "orders"} <= set(self.models):
-            out["conversion_p50"] = out["orders_p50"] / out["viewers_p50"].clip(lower=1.0)
+            out["conversion_p50"] = out["orders_p50"] / np.maximum(out["viewers_p50"], 1.0)
         if {"orders", "gmv"} <= set(self.models):
-            out["aov_p50"] = out["gmv_p50"] / out["orders_p50"].clip(lower=1.0)
-        out["cold_start"] = cold
+            out["aov_p50"] = out["gmv_p50"] / np.maximum(out["orders_p50"], 1.0)
+        out["cold_start"] = np.asarray(cold, dtype=bool)
+        return out
+
+    def predict(
+        self, frame: pd.DataFrame, num_threads: int = 0, X: np.ndarray | None = None
+    ) -> pd.DataFrame:
+        """:meth:`predict_columns` of a feature frame, as a frame on its index.
+
+        ``X``: the model input of ``frame`` already built (e.g. numpy, category codes).
+        """
+        X = self.matrix(frame) if X is None else X
+        return pd.DataFrame(self.predict_columns(X, is_cold(frame), num_threads), index=frame.index)
+
+    def explain_columns(
+        self,
+        X: pd.DataFrame | np.ndarray,
+        values: Callable[[int, str], Any],
+        target: str = "gmv",
+        top: int = 5,
+        num_threads: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Per row of the model input ``X``: log-space contributions summed by feature family,
+        and the top drivers (``values(row, feature)`` gives a driver's input value).
+
+        A contribution ``c`` multiplies the forecast by ``exp(c)``; ``baseline`` is the
+        model's average (log) forecast before any feature is known.
+        """
+        kwargs = {"num_threads": num_threads} if num_threads else {}
+        contrib = np.asarray(
+            self.models[target].booster.predict(X, pred_contrib=True, **kwargs), dtype=float
+        )
+        fams = feature_families(self.features)
+        family_index = {
+            fam: [self.features.index(c) for c in fams.get(fam, [])] for fam in FAMILIES
+        }
+        out = []
+        for r in range(contrib.shape[0]):
+            row = contrib[r]
+            by_family = {fam: float(row[idx].sum()) for fam, idx in family_index.items()}
+            order = np.argsort(-np.abs(row[:-1]), kind="stable")[:top]
+            drivers = [
+                {
+                    "feature": self.features[i],
+                    "family": self.features[i].split("__", 1)[0],
+                    "value": _jsonable(values(r, self.features[i])),
+                    "contribution": float(row[i]),
+                    "multiplier": float(np.exp(row[i])),
+                }
+                for i in order
+            ]
+            out.append({"baseline": float(row[-1]), "families": by_family, "drivers": drivers})
         return out
 
     def explain(
@@ -166,38 +213,11 @@ class Forecaster:
         num_threads: int = 0,
         X: np.ndarray | None = None,
     ) -> list[dict[str, Any]]:
-        """Per row: log-space contributions summed by feature family, and the top drivers.
-
-        A contribution ``c`` multiplies the forecast by ``exp(c)``; ``baseline`` is the
-        model's average (log) forecast before any feature is known. ``X`` as in
-        :meth:`predict`.
-        """
+        """:meth:`explain_columns` of a feature frame (``X`` as in :meth:`predict`)."""
         X = self.matrix(frame) if X is None else X
-        kwargs = {"num_threads": num_threads} if num_threads else {}
-        contrib = np.asarray(
-            self.models[target].booster.predict(X, pred_contrib=True, **kwargs), dtype=float
+        return self.explain_columns(
+            X, lambda r, f: frame[f].iloc[r], target=target, top=top, num_threads=num_threads
         )
-        fams = feature_families(self.features)
-        col_index = {c: i for i, c in enumerate(self.features)}
-        out = []
-        for r in range(contrib.shape[0]):
-            row = contrib[r]
-            by_family = {
-                fam: float(sum(row[col_index[c]] for c in fams.get(fam, []))) for fam in FAMILIES
-            }
-            order = np.argsort(-np.abs(row[:-1]))[:top]
-            drivers = [
-                {
-                    "feature": self.features[i],
-                    "family": self.features[i].split("__", 1)[0],
-                    "value": _jsonable(frame[self.features[i]].iloc[r]),
-                    "contribution": float(row[i]),
-                    "multiplier": float(np.exp(row[i])),
-                }
-                for i in order
-            ]
-            out.append({"baseline": float(row[-1]), "families": by_family, "drivers": drivers})
-        return out
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,4 +1,5 @@
-"""``livecast serve``: start the HTTP service (BentoML) on the champion bundle or a given one."""
+"""``livecast serve``: start the HTTP service (BentoML) on the champion bundle, a given bundle
+folder or the bundle of a registered MLflow model version."""
 
 from __future__ import annotations
 
@@ -12,6 +13,28 @@ import typer
 from livecast.config import PROJECT_ROOT, get_settings
 
 SERVICE = "serving.service:Livecast"
+
+
+def resolve_bundle(bundle: Path | None, model_version: str | None, target: str) -> Path:
+    """The forecaster bundle folder to serve: a registered model version's, the given folder,
+    or the champion of a models folder (default: the settings' models folder).
+
+    Raises ``ValueError`` or ``FileNotFoundError`` with a message for the user.
+    """
+    from training.bundle import BUNDLE_FILE, champion_path, version_bundle
+
+    s = get_settings()
+    if model_version is not None:
+        if bundle is not None:
+            raise ValueError("--bundle and --model-version are mutually exclusive")
+        return version_bundle(
+            model_version, target=target, uri=s.mlflow_uri, models_dir=s.models_dir
+        )
+    folder = bundle or s.models_dir
+    resolved = folder if (folder / BUNDLE_FILE).exists() else champion_path(folder)
+    if not (resolved / BUNDLE_FILE).exists():
+        raise FileNotFoundError(f"{resolved}: not a model bundle (no {BUNDLE_FILE})")
+    return resolved
 
 
 def serve(
@@ -28,21 +51,27 @@ def serve(
         Path | None,
         typer.Option(help="A fan-tier bundle or models folder (default: the models folder)."),
     ] = None,
+    model_version: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve the bundle of a registered model version: a number (3) or an alias "
+            "(@champion). The local export is used, else the MLflow run's bundle artifact."
+        ),
+    ] = None,
+    target: Annotated[
+        str,
+        typer.Option(
+            help="Target whose registered model (livecast-<target>) --model-version names: "
+            "viewers, orders or gmv."
+        ),
+    ] = "gmv",
 ) -> None:
     """Serve forecasts, comparisons, suggestions, reviews, fan tiers and the planner page."""
-    from training.bundle import BUNDLE_FILE, champion_path
-
-    target = bundle or get_settings().models_dir
-    resolved = target
-    if not (target / BUNDLE_FILE).exists():
-        try:
-            resolved = champion_path(target)
-        except FileNotFoundError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(code=2) from exc
-    if not (resolved / BUNDLE_FILE).exists():
-        typer.echo(f"error: {resolved}: not a model bundle (no {BUNDLE_FILE})", err=True)
-        raise typer.Exit(code=2)
+    try:
+        resolved = resolve_bundle(bundle, model_version, target)
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
     env = dict(os.environ)
     env["LIVECAST_SERVE_BUNDLE"] = str(resolved.resolve())
     if tier_bundle is not None:

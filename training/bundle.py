@@ -3,6 +3,8 @@
 A bundle folder holds one LightGBM text model per target, ``bundle.json`` (features, category
 vocabularies, conformal offsets, parameters, metrics, library versions) and the room-history
 snapshot (past sessions and their products) that plan features are computed from.
+``version_bundle`` finds the bundle of a registered MLflow model version: the local export, or
+the copy logged with the training run.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ import pandas as pd
 
 from features.contract import validate
 from features.io import atomic_path, write_parquet
-from training.models import Forecaster, ForecastParams, TargetModel
+from training.models import TARGETS, Forecaster, ForecastParams, TargetModel
 
 BUNDLE_FILE = "bundle.json"
 CHAMPION_FILE = "champion.json"
+VERSION_CACHE = "mlflow"
+"""Folder under ``models/`` holding bundles downloaded from MLflow runs."""
 FORMAT_VERSION = 1
 
 
@@ -157,3 +161,48 @@ def champion_path(models_dir: str | Path, pointer: str = CHAMPION_FILE) -> Path:
     if info is None:
         raise FileNotFoundError(f"{models_dir}: no champion yet; run livecast train and promote")
     return Path(models_dir) / info["bundle"]
+
+
+def _holds_bundle(path: Path, train_id: str) -> bool:
+    meta = path / BUNDLE_FILE
+    return meta.is_file() and json.loads(meta.read_text()).get("train_id") == train_id
+
+
+def version_bundle(ref: str, *, target: str = "gmv", uri: str, models_dir: str | Path) -> Path:
+    """The bundle folder of a registered version of ``livecast-<target>``.
+
+    ``ref`` is a version number (``3``) or an alias (``@champion`` or ``champion``). The local
+    export ``models/<bundle tag>`` is used when its train id matches the run's; otherwise the
+    bundle artifact logged at training is downloaded (atomically, once) into
+    ``models/mlflow/<bundle tag>``. Raises ``ValueError`` for an unknown target, version or
+    alias, or a run without a bundle artifact, and ``FileNotFoundError`` without a store.
+    """
+    from training.registry import (
+        BUNDLE_ARTIFACT,
+        BUNDLE_RUN_TAG,
+        download_artifact_dir,
+        model_name,
+        model_version,
+        run_data,
+    )
+
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; allowed: {', '.join(TARGETS)}")
+    mv = model_version(target, ref, uri)
+    _, _, tags = run_data(mv.run_id, uri)
+    if "bundle" not in tags or "train_id" not in tags:
+        raise ValueError(f"{model_name(target)} version {mv.version} has no bundle tag")
+    local = Path(models_dir) / tags["bundle"]
+    cached = Path(models_dir) / VERSION_CACHE / tags["bundle"]
+    for path in (local, cached):
+        if _holds_bundle(path, tags["train_id"]):
+            return path
+    try:
+        with atomic_dir(cached) as tmp:
+            download_artifact_dir(tags.get(BUNDLE_RUN_TAG, mv.run_id), BUNDLE_ARTIFACT, tmp, uri)
+    except ValueError as exc:
+        raise ValueError(
+            f"{model_name(target)} version {mv.version}: {tags['bundle']} is not in "
+            f"{models_dir} and its run has no bundle artifact"
+        ) from exc
+    return cached

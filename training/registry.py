@@ -2,8 +2,9 @@
 
 Shared by the forecaster and the fan-tier model: ``log_model_run`` logs a run (parameters,
 metrics, artifacts, the LightGBM model with signature, input example and explicit pip
-requirements) and registers a new version; ``move_alias`` moves an alias such as ``@champion``.
-Registry stages are never used.
+requirements, optionally the exported bundle folder) and registers a new version; ``move_alias``
+moves an alias such as ``@champion``; ``model_version`` finds a version by number or alias and
+``download_artifact_dir`` fetches a run's artifact folder. Registry stages are never used.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ import pandas as pd
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 MODEL_PREFIX = "livecast"
+BUNDLE_ARTIFACT = "bundle"
+"""Artifact path of the exported bundle folder in the run that logged it."""
+BUNDLE_RUN_TAG = "bundle_run_id"
+"""Tag of the runs of one training that point at the run holding the shared bundle artifact."""
 
 
 def model_name(target: str) -> str:
@@ -37,10 +42,21 @@ def configure(uri: str) -> None:
     mlflow.set_registry_uri(uri)
 
 
+def _sqlite_file(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def require_store(uri: str) -> None:
+    """Fail with a clear message when a SQLite store does not exist (MLflow would create one)."""
+    db = _sqlite_file(uri)
+    if db is not None and not db.is_file():
+        raise FileNotFoundError(f"no MLflow store at {uri}: run livecast train first")
+
+
 def artifact_root(uri: str) -> str | None:
     """Artifacts of a SQLite store live beside the database file, not in the working folder."""
-    if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///"))
+    db = _sqlite_file(uri)
+    if db is not None:
         return (db.parent / f"{db.stem}-artifacts").resolve().as_uri()
     return None
 
@@ -90,10 +106,14 @@ def log_model_run(
     input_example: pd.DataFrame,
     artifacts: list[Path] | None = None,
     importance: pd.DataFrame | None = None,
+    bundle: Path | None = None,
     register: bool = True,
     parent_run_id: str | None = None,
 ) -> LoggedModel:
-    """Log one target's run and register the model as a new version of ``livecast-<target>``."""
+    """Log one target's run and register the model as a new version of ``livecast-<target>``.
+
+    ``bundle``: an exported bundle folder, logged under the artifact path ``bundle``.
+    """
     import mlflow
     from mlflow.models import infer_signature
 
@@ -112,6 +132,8 @@ def log_model_run(
                 f = Path(tmp) / "feature_importance.csv"
                 importance.to_csv(f, index=False)
                 mlflow.log_artifact(str(f))
+        if bundle is not None:
+            mlflow.log_artifacts(str(bundle), artifact_path=BUNDLE_ARTIFACT)
         signature = infer_signature(input_example, booster.predict(input_example))
         info = mlflow.lightgbm.log_model(
             booster,
@@ -146,6 +168,45 @@ def alias_version(target: str, alias: str, uri: str) -> Any | None:
         return mlflow.MlflowClient().get_model_version_by_alias(model_name(target), alias)
     except MlflowException:
         return None
+
+
+def model_version(target: str, ref: str, uri: str) -> Any:
+    """The version of ``livecast-<target>`` named by ``ref``: a number (``3``) or an alias
+    (``@champion`` or ``champion``). Raises ``ValueError`` naming what does not exist."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    require_store(uri)
+    configure(uri)
+    name = model_name(target)
+    if not ref.isdigit():
+        alias = ref.removeprefix("@")
+        found = alias_version(target, alias, uri)
+        if found is None:
+            raise ValueError(f"{name} has no alias @{alias}: run livecast train and promote")
+        return found
+    try:
+        return mlflow.MlflowClient().get_model_version(name, ref)
+    except MlflowException as exc:
+        raise ValueError(f"{name} has no version {ref} in {uri}") from exc
+
+
+def download_artifact_dir(run_id: str, artifact_path: str, out_dir: Path, uri: str) -> Path:
+    """Download a run's artifact folder so that its files land directly in ``out_dir``.
+
+    Raises ``ValueError`` when the run has no such artifact.
+    """
+    import mlflow
+
+    configure(uri)
+    client = mlflow.MlflowClient()
+    if not client.list_artifacts(run_id, artifact_path):
+        raise ValueError(f"run {run_id} has no {artifact_path!r} artifact")
+    fetched = Path(client.download_artifacts(run_id, artifact_path, str(out_dir)))
+    for item in fetched.iterdir():
+        item.rename(out_dir / item.name)
+    fetched.rmdir()
+    return out_dir
 
 
 def run_data(run_id: str, uri: str) -> tuple[dict[str, str], dict[str, float], dict[str, str]]:

@@ -77,7 +77,9 @@ def train(
 ) -> TrainResult:
     """Backtest the configuration, fit it on all data, export the bundle and register it.
 
-    With ``mlflow_uri=None`` nothing is logged (the bundle is still exported).
+    The bundle (shared by the targets) is logged once, as the ``bundle`` artifact of the first
+    target's run; the other runs name that run in their ``bundle_run_id`` tag. With
+    ``mlflow_uri=None`` nothing is logged (the bundle is still exported).
     """
     params = params or ForecastParams()
     frame = training_frame(ds.sessions, ds.session_products)
@@ -103,9 +105,10 @@ def train(
     )
     versions: dict[str, str] = {}
     if mlflow_uri:
-        from training.registry import log_model_run
+        from training.registry import BUNDLE_RUN_TAG, log_model_run
 
         example = forecaster.matrix(frame.tail(3))
+        bundle_run: dict[str, str] = {}
         for target in forecaster.models:
             logged = log_model_run(
                 uri=mlflow_uri,
@@ -117,10 +120,13 @@ def train(
                     "train_id": train_id,
                     "fold_signature": signature,
                     "bundle": bundle_dir.name,
+                    **bundle_run,
                 },
                 input_example=example,
                 artifacts=[report_dir],
                 importance=importance_table(forecaster, target),
+                bundle=None if bundle_run else bundle_dir,
             )
+            bundle_run = bundle_run or {BUNDLE_RUN_TAG: logged.run_id}
             versions[target] = logged.version
     return TrainResult(train_id, forecaster, bt, bundle_dir, signature, versions)

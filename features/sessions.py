@@ -308,7 +308,9 @@ def _finish_summary(cols: Columns) -> Columns:
     filled = np.nan_to_num(shares, nan=0.0)
     cols["n_categories"] = np.where(known, (filled > 0).sum(axis=1), np.nan).astype(float)
     top = np.array(CATEGORIES, dtype=object)[filled.argmax(axis=1)]
-    cols["top_category"] = np.where(known & (filled.max(axis=1, initial=0.0) > 0), top, None)
+    cols["top_category"] = np.asarray(
+        np.where(known & (filled.max(axis=1, initial=0.0) > 0), top, None), dtype=object
+    )
     return {c: cols[c] for c in SUMMARY_COLUMNS}
 
 
@@ -914,7 +916,7 @@ def room_columns(inputs: SessionInputs, state: RoomHistory, top_category: np.nda
     code = plan["main_category_code"]
     known = ~np.isnan(code) & (code >= 0)
     cats = np.array(CATEGORIES, dtype=object)
-    learnt = np.where(known, cats[np.where(known, code, 0).astype(int)], None)
+    learnt = np.asarray(np.where(known, cats[np.where(known, code, 0).astype(int)], None))
     cols["room__main_category"] = _coalesce(learnt, inputs.room_category, top_category)
     return cols
 

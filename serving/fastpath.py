@@ -72,11 +72,11 @@ class PlanScorer:
         fc = self.forecaster
         cold = cols["room__n_prior"] == 0
         pred = fc.predict_columns(X, cold, num_threads=self.num_threads)
-        explained: list[dict[str, Any] | None] = (
-            fc.explain_columns(X, lambda r, f: cols[f][r], num_threads=self.num_threads)
-            if drivers
-            else [None] * len(plans)
-        )
+        explained: list[dict[str, Any] | None] = [None] * len(plans)
+        if drivers:
+            explained = [
+                *fc.explain_columns(X, lambda r, f: cols[f][r], num_threads=self.num_threads)
+            ]
         targets = list(fc.models)
         out = []
         for i, plan in enumerate(plans):
@@ -89,8 +89,9 @@ class PlanScorer:
                 item[t] = {q: float(pred[f"{t}_{q}"][i]) for q in ("p10", "p50", "p90")}
             item["conversion"] = float(pred["conversion_p50"][i])
             item["aov"] = float(pred["aov_p50"][i])
-            if explained[i] is not None:
-                item["explanation"] = _explanation(explained[i])
+            explanation = explained[i]
+            if explanation is not None:
+                item["explanation"] = _explanation(explanation)
             out.append(item)
         return out
 

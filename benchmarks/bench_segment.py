@@ -2,17 +2,19 @@
 
 Run from the project root::
 
-    uv run python benchmarks/bench_segment.py [--sizes 100000 1000000 5000000] [--partitions 0 1 4]
+    uv run python benchmarks/bench_segment.py [--sizes 100000 1000000 5000000] [--partitions 0]
+        [--data DIR]
 
 For each size it generates contract fan events (not timed; about 30 events per fan, Parquet
 files not sorted by fan), takes the tier champion (or fits a tier model on simulated fans
-once), then times
-``serving.batch.segment`` in a fresh subprocess so that the peak RSS is the run's own
-(``ru_maxrss`` of the child), once per bucket count (0 = the default, ``ceil(events /
-BUCKET_EVENTS)``). CPU seconds of the run (user + system, imports excluded) are reported
-too: on a shared machine they say more than wall time. Prints a table and writes
+once), then times ``serving.batch.segment`` in a fresh subprocess so that the peak RSS is the
+run's own (``ru_maxrss`` of the child), once per bucket count (0 = the default,
+``ceil(events / BUCKET_EVENTS)``; far fewer buckets run out of DuckDB's memory limit at 5 M
+fans). CPU seconds of the run (user + system, imports excluded) are reported too: on a shared
+machine they say more than wall time. Prints a table and writes
 ``benchmarks/results/segment.json``.
-Generated data lives under ``data/bench_segment/`` (git-ignored; delete it when done).
+Generated data lives under ``--data`` (default ``data/bench_segment/``, git-ignored; 150 M events
+take 2.5 GB; delete it when done) and is reused by later runs.
 """
 
 from __future__ import annotations
@@ -110,9 +112,9 @@ def generate_events(
     return info
 
 
-def bench_model(model_dir: Path | None) -> Path:
+def bench_model(model_dir: Path | None, data: Path) -> Path:
     """A tier bundle to score with: ``model_dir``, else the tier champion, else one fitted
-    here on simulated fans with the default parameters (saved under the data folder)."""
+    here on simulated fans with the default parameters (saved under ``data``)."""
     from livecast.config import get_settings
     from training.tiers import fit_tier_model, load_tier_bundle, save_tier_bundle
 
@@ -123,7 +125,7 @@ def bench_model(model_dir: Path | None) -> Path:
         return get_settings().models_dir
     except (FileNotFoundError, ValueError):
         pass
-    target = DATA / "model"
+    target = data / "model"
     if (target / "bundle.json").exists():
         return target
     from features.simulate import simulate
@@ -160,9 +162,9 @@ def _child(events: str, out: str, model: str, partitions: int | None) -> None:
     print(json.dumps(record))
 
 
-def run_one(events: Path, model: Path, partitions: int | None) -> dict[str, object]:
+def run_one(events: Path, model: Path, partitions: int | None, data: Path) -> dict[str, object]:
     """Time a segmentation in a subprocess (its own peak RSS, nothing cached in this one)."""
-    out = DATA / "out" / f"{events.name}.parquet"
+    out = data / "out" / f"{events.name}.parquet"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(events), str(out)]
     cmd += [str(model), str(partitions or 0)]
     t0 = time.perf_counter()
@@ -198,10 +200,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 5_000_000])
     parser.add_argument(
-        "--partitions", type=int, nargs="+", default=[0, 1, 4], help="buckets (0: the default)"
+        "--partitions", type=int, nargs="+", default=[0], help="buckets (0: the default)"
     )
     parser.add_argument("--model", type=Path, default=None, help="tier bundle folder")
     parser.add_argument("--out", type=Path, default=RESULT)
+    parser.add_argument("--data", type=Path, default=DATA, help="generated data folder")
     parser.add_argument("--child", nargs=4, metavar=("EVENTS", "OUT", "MODEL", "K"))
     args = parser.parse_args()
     if args.child:
@@ -212,18 +215,18 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    model = bench_model(args.model)
+    model = bench_model(args.model, args.data)
     latency = frame_latency(model)
     print(json.dumps({"segment_frame": latency}), flush=True)
     rows = []
     for fans in args.sizes:
-        folder = DATA / f"fans_{fans}"
+        folder = args.data / f"fans_{fans}"
         t0 = time.perf_counter()
         info = generate_events(folder, fans)
         gen = time.perf_counter() - t0
         auto = max(1, math.ceil(int(info["events"]) / BUCKET_EVENTS))
         for k in dict.fromkeys(k or auto for k in args.partitions):  # distinct bucket counts
-            rec = run_one(folder, model, k)
+            rec = run_one(folder, model, k, args.data)
             rec |= {
                 "default_buckets": k == auto,
                 "fans_drawn": fans,

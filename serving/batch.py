@@ -19,11 +19,17 @@ definition in :mod:`features.fans`; probabilities and tiers from
 3. **Cutoff.** Default: the local midnight (``tz``) just after the latest event, i.e. the start
    of the next day, so every event is used and day counts are calendar days, like training.
 4. **Buckets.** Fans are split into ``K`` hash buckets (``hash(fan_id) % K`` in DuckDB; ``K``
-   defaults to one bucket per :data:`BUCKET_EVENTS` events). Each bucket is featurised by the
-   fan SQL over the bucket's events, streamed out in record batches of :data:`BATCH_ROWS` fans,
+   defaults to one bucket per :data:`BUCKET_EVENTS` events, about 1 M fans, which DuckDB
+   aggregates within its ``memory_limit``; 5 M fans in one bucket run out of it). With
+   ``K > 1``, one DuckDB ``COPY ... PARTITION_BY`` pass first writes the events (only the
+   columns the fan SQL reads) into per-bucket Parquet files in the run's temporary folder, so
+   each bucket reads only its own events: the extra work is one read and write of the input,
+   not ``K`` full scans (at 150 M events a bucket that filtered the whole input cost about
+   2.5x a bucket read from its partition; the split costs about as much as 4 such scans, so
+   it wins from about 5 buckets up and grows linearly). Each bucket
+   is featurised by the fan SQL, streamed out in record batches of :data:`BATCH_ROWS` fans,
    scored and appended to a Parquet writer, so pandas memory is bounded by a batch and DuckDB's
-   by its ``memory_limit``. Every bucket rescans the input (cheap next to the aggregation), so
-   fewer, bigger buckets are faster: see ``benchmarks/bench_segment.py``.
+   by its ``memory_limit``. See ``benchmarks/bench_segment.py``.
 5. **Atomic output.** The Parquet (``fan_id``, ``tier``, ``p_core``, ``p_active``,
    ``p_potential``, ``p_dormant``; rows grouped by bucket, sorted by fan_id within a bucket) is
    written under a temporary name in the destination folder and renamed at the end, together
@@ -32,7 +38,9 @@ definition in :mod:`features.fans`; probabilities and tiers from
 6. **Summary.** Fans per tier, GMV share per tier (order amounts in the ``rules.window_days``
    before the cutoff, i.e. the window the tier rules read, attributed to each fan's *predicted*
    tier) and, given a previous run's output, the transition matrix (previous tier x new tier,
-   with ``(new)`` fans and fans ``(gone)`` from the new run).
+   with ``(new)`` fans and fans ``(gone)`` from the new run). With a 30- or 90-day window the
+   GMV is summed from the fan features during the run; other windows cost one more scan of
+   the input.
 """
 
 from __future__ import annotations
@@ -94,6 +102,8 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("fan_id", "room_id", "event_time", "event_t
 optional; a purchase-only log has no watch times)."""
 BUCKET_EVENTS = 32_000_000
 """Default events per hash bucket: ``K = ceil(events / BUCKET_EVENTS)``."""
+SPILL_PARQUET = "COMPRESSION lz4, WRITE_BLOOM_FILTER false"
+"""Parquet options of the per-bucket event files: read once, so cheap to write beats small."""
 BATCH_ROWS = 262_144
 """Fans per record batch streamed from DuckDB to the scorer and the Parquet writer."""
 FIRST_ROWS = 20
@@ -229,8 +239,12 @@ class OpenedEvents:
     max_time_us: int | None
 
 
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
 def _sql_list(values: Iterable[str]) -> str:
-    return "(" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + ")"
+    return "(" + ", ".join(_sql_text(v) for v in values) + ")"
 
 
 def _parquet_relation(inp: EventInput) -> str:
@@ -435,6 +449,33 @@ def _table(scores: pd.DataFrame) -> pa.Table:
     )
 
 
+def _partition_events(
+    con: duckdb.DuckDBPyConnection, source: EventSource, k: int, folder: Path
+) -> list[EventSource | None]:
+    """Split the events into ``k`` hash buckets of fans in one scan, as Parquet under ``folder``.
+
+    A fan's bucket is ``hash(fan_id) % k``, so each bucket holds whole fans. Only the columns
+    the fan SQL reads are written, ids already as text. Returns each bucket's events (None for
+    a bucket no fan hashed to).
+    """
+    cols = ["CAST(fan_id AS VARCHAR) AS fan_id"]
+    cols += [c for c in ("event_time", "event_type", *OPTIONAL_COLUMNS) if c in source.columns]
+    con.execute(
+        f"COPY (SELECT {', '.join(cols)}, hash(fan_id) % {k} AS bucket FROM {source.relation})"
+        f" TO {_sql_text(str(folder))} (FORMAT parquet, PARTITION_BY (bucket), {SPILL_PARQUET})"
+    )
+    buckets: list[EventSource | None] = []
+    for b in range(k):
+        part = folder / f"bucket={b}"
+        if not part.is_dir():
+            buckets.append(None)
+            continue
+        files = _sql_text(str(part / "*.parquet"))
+        rel = f"read_parquet({files}, hive_partitioning = false)"
+        buckets.append(EventSource(rel, source.columns, source.naive_times))
+    return buckets
+
+
 def _local_batches(
     con: duckdb.DuckDBPyConnection,
     opened: OpenedEvents,
@@ -444,21 +485,28 @@ def _local_batches(
     tz: str,
     num_threads: int,
     clock: dict[str, float],
+    spill_dir: Path,
 ) -> Generator[Batch]:
     """(bucket, scored batch, window spend) per bucket, featurised by the fan SQL over its events.
 
-    ``clock["score"]`` accumulates the seconds spent converting and scoring batches. The third
-    item is each fan's order amount in the rules window before the cutoff when a fan feature
-    holds exactly that (:data:`GMV_FEATURES`), else None.
+    With ``k > 1`` buckets the events are first split into per-bucket Parquet files under
+    ``spill_dir`` (:func:`_partition_events`), so each bucket reads only its own events.
+    ``clock["score"]`` accumulates the seconds spent converting and scoring batches,
+    ``clock["partition"]`` the split. The third item is each fan's order amount in the rules
+    window before the cutoff when a fan feature holds exactly that (:data:`GMV_FEATURES`), else
+    None.
     """
     spend_col = GMV_FEATURES.get(int(model.rules.window_days))
-    src = opened.source
-    for b in range(k):
-        if k == 1:
-            bucket = src
-        else:
-            rel = f"(SELECT * FROM {src.relation} WHERE hash(CAST(fan_id AS VARCHAR)) % {k} = {b})"
-            bucket = EventSource(rel, src.columns, src.naive_times)
+    if k == 1:
+        buckets: list[EventSource | None] = [opened.source]
+    else:
+        t = time.perf_counter()
+        buckets = _partition_events(con, opened.source, k, spill_dir)
+        clock["partition"] = time.perf_counter() - t
+    for b, bucket in enumerate(buckets):
+        if bucket is None:  # no fan hashed to this bucket
+            yield b, empty_scores(), None
+            continue
         sql = fan_features_sql(bucket, cutoff, tz=tz)
         reader = con.sql(sql).to_arrow_reader(BATCH_ROWS)
         for batch in reader:
@@ -537,7 +585,10 @@ def segment(
             cut = cut.tz_localize(tz)
         if engine == "local":
             k = partitions or max(1, math.ceil(opened.events / BUCKET_EVENTS))
-            batches = _local_batches(con, opened, model, cut, k, tz, num_threads, clock)
+            buckets_dir = Path(spill.name) / "buckets"
+            batches = _local_batches(
+                con, opened, model, cut, k, tz, num_threads, clock, buckets_dir
+            )
         else:
             from serving.dask_engine import dask_batches, default_partitions
 

@@ -108,6 +108,16 @@ def test_local_buckets_and_dask_match_segment_frame(model, events_file, referenc
         assert dask_row["gmv"] == pytest.approx(local_row["gmv"], abs=0.01)
 
 
+def test_more_buckets_than_fans(model, events, tmp_path):
+    """Buckets no fan hashes to are skipped; a CSV frame is split like Parquet."""
+    few = events[events["fan_id"].isin(events["fan_id"].unique()[:3])]
+    path = tmp_path / "few.csv"
+    few.to_csv(path, index=False)
+    result = _run(path, tmp_path / "few.parquet", model, partitions=8)
+    assert result.partitions == 8
+    pd.testing.assert_frame_equal(read_scores(result.out_path), segment_frame(model, few, CUTOFF))
+
+
 def test_purchase_only_input(model, events, tmp_path):
     orders = events[events["event_type"] == "order"].drop(columns=["watch_seconds"])
     path = tmp_path / "orders.parquet"

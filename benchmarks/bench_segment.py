@@ -8,9 +8,9 @@ Run from the project root::
 For each size it generates contract fan events (not timed; about 30 events per fan, Parquet
 files not sorted by fan), takes the tier champion (or fits a tier model on simulated fans
 once), then times ``serving.batch.segment`` in a fresh subprocess so that the peak RSS is the
-run's own (``ru_maxrss`` of the child), once per bucket count (0 = the default of
-``serving.batch.memory_plan``: one pass with a memory limit that grows with the input). CPU
-seconds of the run (user + system, imports excluded) are reported too: on a shared
+run's own (``ru_maxrss`` of the child), once per bucket count (0 = the default,
+``ceil(events / BUCKET_EVENTS)``; far fewer buckets run out of DuckDB's memory limit at 5 M
+fans). CPU seconds of the run (user + system, imports excluded) are reported too: on a shared
 machine they say more than wall time. Prints a table and writes
 ``benchmarks/results/segment.json``.
 Generated data lives under ``--data`` (default ``data/bench_segment/``, git-ignored; 150 M events
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -38,7 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from features.io import atomic_path  # noqa: E402
-from serving.batch import memory_plan  # noqa: E402
+from serving.batch import BUCKET_EVENTS  # noqa: E402
 
 RESULT = ROOT / "benchmarks" / "results" / "segment.json"
 DATA = ROOT / "data" / "bench_segment"
@@ -223,7 +224,7 @@ def main() -> None:
         t0 = time.perf_counter()
         info = generate_events(folder, fans)
         gen = time.perf_counter() - t0
-        auto = memory_plan(int(info["events"]))[0]
+        auto = max(1, math.ceil(int(info["events"]) / BUCKET_EVENTS))
         for k in dict.fromkeys(k or auto for k in args.partitions):  # distinct bucket counts
             rec = run_one(folder, model, k, args.data)
             rec |= {

@@ -18,10 +18,9 @@ definition in :mod:`features.fans`; probabilities and tiers from
    the first rows of each problem (``file:row``, 0-based) with the number of failing rows.
 3. **Cutoff.** Default: the local midnight (``tz``) just after the latest event, i.e. the start
    of the next day, so every event is used and day counts are calendar days, like training.
-4. **Buckets.** DuckDB's memory limit grows with the input (:func:`memory_plan`: 1.5 GB per
-   30 M events, up to half the machine's memory), so one pass aggregates every fan and time
-   and memory grow linearly. Beyond that, fans are split into ``K`` hash buckets
-   (``hash(fan_id) % K`` in DuckDB; ``--partitions`` sets ``K``). With
+4. **Buckets.** Fans are split into ``K`` hash buckets (``hash(fan_id) % K`` in DuckDB; ``K``
+   defaults to one bucket per :data:`BUCKET_EVENTS` events, about 1 M fans, which DuckDB
+   aggregates within its ``memory_limit``; 5 M fans in one bucket run out of it). With
    ``K > 1``, one DuckDB ``COPY ... PARTITION_BY`` pass first writes the events (only the
    columns the fan SQL reads) into per-bucket Parquet files in the run's temporary folder, so
    each bucket reads only its own events: the extra work is one read and write of the input,
@@ -101,28 +100,8 @@ SCORE_COLUMNS: tuple[str, ...] = (
 REQUIRED_COLUMNS: tuple[str, ...] = ("fan_id", "room_id", "event_time", "event_type")
 """Columns the fan_events contract requires (``session_id``, ``watch_seconds``, ``amount`` are
 optional; a purchase-only log has no watch times)."""
-MEMORY_PER_EVENT = 50
-"""DuckDB working memory budgeted per input event (bytes): 1.5 GB for 30 M events (1 M fans).
-Measured: 1 M fans / 30 M events peaked at 1.0 GB, 5 M / 150 M at 3.6 GB, in one pass."""
-MIN_MEMORY = 1_500_000_000
-"""The smallest DuckDB memory limit (bytes)."""
-MEMORY_SHARE = 0.5
-"""At most this share of the machine's memory goes to DuckDB; beyond it, hash buckets."""
-
-
-def memory_plan(events: int, machine_bytes: int | None = None) -> tuple[int, int]:
-    """(hash buckets, DuckDB memory limit in bytes) for featurising ``events`` events.
-
-    One pass over the input while its aggregates fit in :data:`MEMORY_SHARE` of the machine's
-    memory (the limit grows with the input, so time and memory grow linearly); otherwise the
-    fewest buckets whose aggregates fit."""
-    if machine_bytes is None:
-        machine_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    need = max(MIN_MEMORY, events * MEMORY_PER_EVENT)
-    cap = max(MIN_MEMORY, int(machine_bytes * MEMORY_SHARE))
-    return math.ceil(need / cap), min(need, cap)
-
-
+BUCKET_EVENTS = 32_000_000
+"""Default events per hash bucket: ``K = ceil(events / BUCKET_EVENTS)``."""
 SPILL_PARQUET = "COMPRESSION lz4, WRITE_BLOOM_FILTER false"
 """Parquet options of the per-bucket event files: read once, so cheap to write beats small."""
 BATCH_ROWS = 262_144
@@ -605,9 +584,7 @@ def segment(
         if cut.tzinfo is None:
             cut = cut.tz_localize(tz)
         if engine == "local":
-            k, limit = memory_plan(opened.events)
-            k = partitions or k
-            con.execute(f"SET memory_limit = '{limit // 1_000_000}MB'")
+            k = partitions or max(1, math.ceil(opened.events / BUCKET_EVENTS))
             buckets_dir = Path(spill.name) / "buckets"
             batches = _local_batches(
                 con, opened, model, cut, k, tz, num_threads, clock, buckets_dir

@@ -356,15 +356,3 @@ def test_cli_end_to_end(model, events, events_file, tmp_path):
         ],
     )
     assert missing.exit_code == 2 and "no such file" in missing.output
-
-
-def test_memory_plan_grows_the_limit_before_it_splits_into_buckets():
-    from serving.batch import MIN_MEMORY, memory_plan
-
-    gb = 1_000_000_000
-    assert memory_plan(1_000, machine_bytes=24 * gb) == (1, MIN_MEMORY)
-    # 150 M events on a 24 GB machine: one pass, the limit scales with the input
-    assert memory_plan(150_000_000, machine_bytes=24 * gb) == (1, 7_500_000_000)
-    # the same input on a 4 GB machine: buckets that each fit in half of it
-    k, limit = memory_plan(150_000_000, machine_bytes=4 * gb)
-    assert (k, limit) == (4, 2 * gb)

@@ -323,15 +323,14 @@ def _sku_summary_raw(
     stock: np.ndarray,
     new_launch: np.ndarray,
 ) -> Columns:
-    """The mix summary (:data:`SUMMARY_COLUMNS`, before :func:`_finish_summary`) of
-    ``n_sessions`` sessions from their SKU rows
-    (``session``: each row's session position); sessions without a row are all missing.
+    """The mix summary of ``n_sessions`` sessions from their SKU rows (``session``: each row's
+    session position), before :func:`_finish_summary` adds ``n_categories`` and
+    ``top_category``; sessions without a row are all missing.
 
     ``n_skus``; ``share_<category>`` (fraction of SKUs); ``band_<band>`` (fraction of SKUs per
     live-price band of :data:`~features.plan.PRICE_BANDS`); ``mean_live_price`` /
     ``mean_list_price`` (currency); ``mean_discount`` = mean of ``1 - live / list`` clipped to
-    [0, 1]; ``new_launch_share``; ``total_stock`` (units, NaN if any SKU's stock is unknown);
-    ``n_categories``; ``top_category``.
+    [0, 1]; ``new_launch_share``; ``total_stock`` (units, NaN if any SKU's stock is unknown).
     """
     codes = np.fromiter((_CATEGORY_CODE.get(str(c), -1) for c in category), np.int64, len(category))
     if (codes < 0).any():
@@ -368,8 +367,10 @@ def _sku_summary_raw(
 
 
 def product_mix_summary(products: pd.DataFrame) -> pd.DataFrame:
-    """One row per session (index ``session_id``) summarising its SKUs (:func:`_sku_summary_raw`).
-    Sessions without SKUs get no row (their mix features are missing)."""
+    """One row per session (index ``session_id``, columns :data:`SUMMARY_COLUMNS`) summarising
+    its SKUs: counts, category and price-band shares, mean prices and discount, new-launch
+    share, total stock, number of categories and the top category. Sessions without SKUs get
+    no row (their mix features are missing)."""
     needed = {"session_id", "category", "list_price", "live_price"}
     if products is None or len(products) == 0 or not needed <= set(products.columns):
         return _empty_summary()
@@ -415,17 +416,6 @@ def mix_summary_row(mix: ProductMix) -> dict[str, float]:
     row["new_launch_share"] = float(mix.new_launch_share)
     row["total_stock"] = math.nan if mix.total_stock is None else float(mix.total_stock)
     return row
-
-
-def mix_to_summary(mix: ProductMix, session_id: str) -> pd.DataFrame:
-    """A :class:`~features.plan.ProductMix` as one :func:`product_mix_summary` row."""
-    row = mix_summary_row(mix)
-    cols = _missing_summary(1)
-    for key, value in row.items():
-        cols[key][0] = value
-    return pd.DataFrame(
-        _finish_summary(cols), index=pd.Index([session_id], dtype=object, name="session_id")
-    )
 
 
 def summary_columns(summary: pd.DataFrame, session_ids: np.ndarray) -> Columns:
@@ -609,16 +599,6 @@ def warmup_columns(numeric: Columns) -> Columns:
         "warmup__paid_promo_budget": numeric["paid_promo_budget"],
         "warmup__n_actions": videos + pushes,
     }
-
-
-def warmup_features(sessions: pd.DataFrame) -> pd.DataFrame:
-    """:func:`warmup_columns` of a ``sessions`` frame."""
-    read = ("warmup_videos", "community_pushes", "paid_promo_budget")
-    numeric = {c: sessions[c].to_numpy(dtype=float) for c in read}
-    return pd.DataFrame(warmup_columns(numeric), index=sessions.index)
-
-
-# --------------------------------------------------------------------------- room history
 
 
 def _epoch_ns(start_time: pd.Series) -> np.ndarray:

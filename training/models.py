@@ -20,6 +20,7 @@ the follower count alone.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,6 +134,13 @@ class Forecaster:
     params: ForecastParams
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    @functools.cached_property
+    def _family_index(self) -> dict[str, list[int]]:
+        """Family -> positions of its features in :attr:`features` (computed once)."""
+        position = {c: i for i, c in enumerate(self.features)}
+        fams = feature_families(self.features)
+        return {fam: [position[c] for c in fams.get(fam, [])] for fam in FAMILIES}
+
     def matrix(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The model input: feature columns in training order, categories in the saved vocab."""
         X = apply_vocab(frame[self.features], self.vocab)
@@ -183,10 +191,7 @@ class Forecaster:
         contrib = np.asarray(
             self.models[target].booster.predict(X, pred_contrib=True, **kwargs), dtype=float
         )
-        fams = feature_families(self.features)
-        family_index = {
-            fam: [self.features.index(c) for c in fams.get(fam, [])] for fam in FAMILIES
-        }
+        family_index = self._family_index
         out = []
         for r in range(contrib.shape[0]):
             row = contrib[r]

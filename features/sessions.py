@@ -208,13 +208,15 @@ class SessionInputs:
     """What the features read of each session, all known before it starts, as aligned arrays.
 
     ``t`` is the start as UTC epoch nanoseconds, ``local`` the local wall-clock start
-    (``datetime64[ns]`` in the feature time zone); ``title`` is ``""`` when missing;
+    (``datetime64[ns]`` in the feature time zone); ``host_id`` is the room id where the host is
+    not stated (the contract's convention); ``title`` is ``""`` when missing;
     ``room_category`` is None where not stated (plans only); ``numeric`` holds the
     :data:`_NUMERIC_INPUTS` as float (NaN = unknown).
     """
 
     session_id: np.ndarray
     room_id: np.ndarray
+    host_id: np.ndarray
     t: np.ndarray
     local: np.ndarray
     platform: np.ndarray
@@ -261,6 +263,7 @@ def session_inputs(sessions: pd.DataFrame, tz: str = DEFAULT_TZ) -> SessionInput
     return SessionInputs(
         session_id=_object_array(sessions["session_id"].astype(str)),
         room_id=_object_array(sessions["room_id"].astype(str)),
+        host_id=_object_array(sessions["host_id"].astype(str)),
         t=_epoch_ns(start),
         local=start.dt.tz_convert(tz).dt.tz_localize(None).to_numpy().astype("datetime64[ns]"),
         platform=_object_array(sessions["platform"].astype(object)),
@@ -708,6 +711,7 @@ def _history_table(history: pd.DataFrame, history_summary: pd.DataFrame, tz: str
     table = pd.DataFrame(
         {
             "room_id": h["room_id"].astype(str).to_numpy(),
+            "host_id": h["host_id"].astype(str).to_numpy(),
             "_t": _epoch_ns(h["start_time"]),
             "_band": hour_band_code(h["start_time"], tz),
             "session_type": h["session_type"].astype(str).to_numpy(),
@@ -765,12 +769,31 @@ def _group_stats(h: pd.DataFrame, key: str, sources: dict[str, str]) -> pd.DataF
     return stats
 
 
-def _plan_stats(h: pd.DataFrame) -> pd.DataFrame:
+def _main_host(h: pd.DataFrame) -> np.ndarray:
+    """Per history row (rows in room and time order), the room's main host so far, this row
+    included: the stated host with the most sessions, the first to reach that count on a tie;
+    the room id while no host is stated (a host equal to the room id is not stated)."""
+    room = h["room_id"].to_numpy(dtype=object)
+    host = h["host_id"].to_numpy(dtype=object)
+    stated = h[host != room]
+    count = stated.groupby(["room_id", "host_id"], sort=False).cumcount() + 1
+    lead = count.groupby(stated["room_id"], sort=False).cummax()
+    before = lead.groupby(stated["room_id"], sort=False).shift(1).fillna(0)
+    new_lead = pd.Series(np.where(count > before, stated["host_id"], None), index=stated.index)
+    main = pd.Series(None, index=h.index, dtype=object)
+    main[stated.index] = new_lead.groupby(stated["room_id"], sort=False).ffill()
+    main = main.groupby(room, sort=False).ffill()
+    return np.where(pd.isna(main), room, main).astype(object)
+
+
+def _plan_stats(h: pd.DataFrame, host_code: dict[str, int]) -> pd.DataFrame:
     """Cumulative statistics over each room's sessions (outcomes not needed), this included."""
     room = pd.factorize(h["room_id"])[0]
     g = h.groupby(room, sort=False)
     stats = pd.DataFrame({"room_id": h["room_id"], "_t": h["_t"]})
     stats["prev_t"] = h["_t"].to_numpy(dtype=float)
+    stats["n_sessions"] = g.cumcount().to_numpy(dtype=float) + 1.0
+    stats["main_host_code"] = [float(host_code[m]) for m in _main_host(h)]
     stats["followers_last"] = g["followers"].ffill().to_numpy()
     stats["festival_share"] = g["festival"].cumsum().to_numpy() / (
         g.cumcount().to_numpy(dtype=float) + 1.0
@@ -818,15 +841,22 @@ class RoomHistory:
     band: AsOfTable
     session_type: AsOfTable
     plan: AsOfTable
+    host_count: AsOfTable
+    host_outcome: AsOfTable
+    hosts: np.ndarray
+    """Host names by the codes ``plan`` stores as ``main_host_code``."""
 
 
 _PLAN_STAT_COLUMNS: list[str] = [
     "prev_t",
+    "n_sessions",
+    "main_host_code",
     "followers_last",
     "festival_share",
     "duration_median",
     "main_category_code",
 ]
+_MAIN_HOST = _PLAN_STAT_COLUMNS.index("main_host_code")
 
 
 def room_history(
@@ -834,6 +864,17 @@ def room_history(
 ) -> RoomHistory:
     """The room statistics of ``history`` (sessions and their mix summary) as as-of tables."""
     h = _history_table(history, history_summary, tz)
+    hosts = pd.unique(np.concatenate([h["host_id"].to_numpy(), h["room_id"].to_numpy()]))
+    hosts = np.asarray(hosts, dtype=object)
+    plan = AsOfTable(
+        _plan_stats(h, {str(v): i for i, v in enumerate(hosts)}), ["room_id"], _PLAN_STAT_COLUMNS
+    )
+    h["host"] = resolve_host(
+        h["room_id"].to_numpy(dtype=object),
+        h["host_id"].to_numpy(dtype=object),
+        plan.lookup([h["room_id"].to_numpy()], h["_t"].to_numpy())[:, _MAIN_HOST],
+        hosts,
+    )
     return RoomHistory(
         outcome=AsOfTable(_outcome_stats(h), ["room_id"], list(_ROOM_OUTCOME_COLUMNS)),
         band=AsOfTable(
@@ -846,8 +887,44 @@ def room_history(
             ["room_id", "session_type"],
             ["type_gmv_mean_10"],
         ),
-        plan=AsOfTable(_plan_stats(h), ["room_id"], _PLAN_STAT_COLUMNS),
+        plan=plan,
+        host_count=AsOfTable(_host_counts(h), ["room_id", "host"], ["host_n"]),
+        host_outcome=AsOfTable(
+            _group_stats(h.assign(gdev=_gmv_deviation(h)), "host", {"gdev": "host_gmv_dev"}),
+            ["room_id", "host"],
+            ["host_gmv_dev"],
+        ),
+        hosts=hosts,
     )
+
+
+def resolve_host(
+    room: np.ndarray, host: np.ndarray, main_host_code: np.ndarray, hosts: np.ndarray
+) -> np.ndarray:
+    """Each session's host for the host statistics: the stated host, or where none is stated
+    (the host id is the room id) the room's main host among earlier sessions."""
+    known = ~np.isnan(main_host_code)
+    main = np.array(room, dtype=object)
+    main[known] = hosts[main_host_code[known].astype(int)]
+    return np.where(host == room, main, host).astype(object)
+
+
+def _host_counts(h: pd.DataFrame) -> pd.DataFrame:
+    """Per (room, resolved host): sessions so far, this one included."""
+    stats = h[["room_id", "host", "_t"]].copy()
+    stats["host_n"] = h.groupby(["room_id", "host"], sort=False).cumcount().to_numpy(float) + 1.0
+    return stats
+
+
+def _gmv_deviation(h: pd.DataFrame) -> np.ndarray:
+    """Per history row with outcomes: log1p GMV minus the mean over the room's 20 previous
+    sessions with outcomes (missing for a room's first one and rows without outcomes)."""
+    out = np.full(len(h), np.nan)
+    o = h[h["has_outcome"]]
+    room = pd.factorize(o["room_id"])[0]
+    before = _trailing_mean(o[["lg"]], room, 20, skip=1)["lg"].to_numpy()
+    out[np.flatnonzero(h["has_outcome"].to_numpy())] = o["lg"].to_numpy() - before
+    return out
 
 
 def _coalesce(*arrays: np.ndarray) -> np.ndarray:
@@ -869,7 +946,11 @@ def room_columns(inputs: SessionInputs, state: RoomHistory, top_category: np.nda
     last 20, trend (mean of last 5 minus mean of the 20 before, log space), same hour band
     (last 10) and same session type (last 10) means. From all earlier sessions:
     ``room__days_since_last`` (days), ``room__festival_share``, ``room__duration_ratio``
-    (planned duration / the room's median earlier planned duration). ``room__followers`` is
+    (planned duration / the room's median earlier planned duration), ``room__host_share`` (share
+    of the room's earlier sessions hosted by the session's host; a host that is not stated, i.e.
+    the room id, is the room's main host so far) and ``room__host_gmv_dev`` (mean over the
+    host's last 10 earlier sessions with outcomes of log1p GMV minus the room's mean over the 20
+    sessions before each). ``room__followers`` is
     the session's ``followers_at_start``, else the room's last known value;
     ``room__main_category`` is the most frequent SKU category of earlier sessions, else the
     plan's ``room_category``, else the session's ``top_category``.
@@ -886,6 +967,12 @@ def room_columns(inputs: SessionInputs, state: RoomHistory, top_category: np.nda
     plan = dict(zip(_PLAN_STAT_COLUMNS, state.plan.lookup([room], t).T, strict=True))
     cols["room__days_since_last"] = (t.astype(float) - plan["prev_t"]) / _NS_PER_DAY
     cols["room__festival_share"] = plan["festival_share"]
+    host = resolve_host(room, inputs.host_id, plan["main_host_code"], state.hosts)
+    host_n = np.nan_to_num(state.host_count.lookup([room, host], t)[:, 0], nan=0.0)
+    n_sessions = plan["n_sessions"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cols["room__host_share"] = np.where(n_sessions > 0, host_n / n_sessions, np.nan)
+    cols["room__host_gmv_dev"] = state.host_outcome.lookup([room, host], t)[:, 0]
     planned = inputs.numeric["planned_duration_min"]
     median = plan["duration_median"]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -1075,6 +1162,7 @@ def plan_inputs(
     inputs = SessionInputs(
         session_id=_object_array(ids),
         room_id=_object_array(r["room_id"] for r in rows),
+        host_id=_object_array(str(r["host_id"]) for r in rows),
         t=np.array([s.value for s in starts], dtype=np.int64),
         local=np.array(
             [s.tz_convert(tz).tz_localize(None).to_datetime64() for s in starts],

@@ -137,6 +137,33 @@ def test_explanations_sum_to_the_log_forecast(bundle, small_dataset):
     assert len(exp["drivers"]) == 5
 
 
+def test_the_base_carries_a_forecast_past_the_largest_training_outcome():
+    """Trees alone cannot forecast above the outcomes their leaves average. The biggest room's
+    festival session (festivals were only seen in smaller rooms) goes past every training
+    outcome with the log-linear base."""
+    rng = np.random.default_rng(0)
+    n = 3_000
+    level = rng.uniform(8, 14, n)  # the room's recent log GMV
+    festival = (rng.random(n) < 0.15) & (level < 12)
+    frame = pd.DataFrame(
+        {
+            "session_id": [f"s{i}" for i in range(n)],
+            "start_time": pd.date_range("2024-01-01", periods=n, freq="h", tz="Asia/Shanghai"),
+            "room__n_prior": 10.0,
+            "room__gmv_mean_20": level,
+            "slot__in_window_d11": festival.astype(float),
+            "gmv": np.expm1(level + 1.0 * festival + rng.normal(0, 0.2, n)),
+        }
+    )
+    fc = fit_forecaster(frame, FAST, targets=("gmv",))
+    top = frame.iloc[[0]].assign(room__gmv_mean_20=14.0, slot__in_window_d11=1.0)
+    p50 = fc.predict(top)["gmv_p50"].iloc[0]
+    assert p50 > frame["gmv"].max()
+    assert np.log1p(p50) == pytest.approx(15.0, abs=0.3)
+    contrib = fc.models["gmv"].contributions(fc.matrix(top))
+    assert contrib.sum() == pytest.approx(fc.models["gmv"].predict_log(fc.matrix(top))[0])
+
+
 def test_same_seed_same_model_same_predictions(small_frame):
     a = fit_forecaster(small_frame, FAST).predict(small_frame.tail(200))
     b = fit_forecaster(small_frame, FAST).predict(small_frame.tail(200))

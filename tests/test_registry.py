@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 
+import mlflow
+import numpy as np
 import pytest
 
 from training.bundle import champion_info, load_bundle
+from training.data import training_frame
 from training.models import ForecastParams
 from training.promote import Candidate, decide, promote
-from training.registry import CHALLENGER, CHAMPION, alias_version, run_data
+from training.pyfunc import plain_frame
+from training.registry import CHALLENGER, CHAMPION, alias_version, model_name, run_data
 from training.train import train
 
 GOOD = ForecastParams(learning_rate=0.1, max_rounds=300, early_stopping_rounds=20)
@@ -52,6 +56,15 @@ def test_train_registers_and_a_worse_candidate_is_not_promoted(small_dataset, ml
     assert tags["train_id"] == first.train_id and "model_wape" in metrics
     assert params["learning_rate"] == "0.1"
     assert json.loads((tmp_path / "r1" / "metrics.json").read_text())["gmv"]["model"]["n"] > 0
+
+    # the registered model is the whole forecast (log-linear base plus trees), not the booster
+    frame = training_frame(small_dataset.sessions, small_dataset.session_products).tail(20)
+    fc = first.forecaster
+    logged = mlflow.pyfunc.load_model(f"models:/{model_name('gmv')}/{first.versions['gmv']}")
+    np.testing.assert_allclose(
+        logged.predict(plain_frame(fc.matrix(frame))),
+        fc.models["gmv"].predict_log(fc.matrix(frame)),
+    )
 
     d1 = promote(uri=mlflow_uri, models_dir=models_dir)
     assert d1.promoted

@@ -83,7 +83,13 @@ def _random_tables(n: int = 300, rooms: int = 6, seed: int = 0) -> tuple[pd.Data
             "session_id": [f"s{i:04d}" for i in range(n)],
             "room_id": [f"room-{r}" for r in room],
             "platform": np.array(PLATFORMS)[room % len(PLATFORMS)],
-            "host_id": [f"room-{r}" for r in room],
+            # some hosts stated, some not (the room id): a separate stream keeps the rest as is
+            "host_id": [
+                f"room-{r}" if k == 0 else f"host-{r}-{k}"
+                for r, k in zip(
+                    room, np.random.default_rng(seed + 1000).integers(0, 3, n), strict=True
+                )
+            ],
             "start_time": start,
             "planned_duration_min": rng.choice([60.0, 120.0, 180.0, 240.0], n),
             "session_type": rng.choice(SESSION_TYPES, n),
@@ -457,6 +463,43 @@ def test_three_session_toy_room_by_hand():
     assert f.loc["skip", "room__n_prior"] == 2
     assert f.loc["other", "room__n_prior"] == 0  # other rooms never count
     assert np.isnan(third["mix__n_skus"])  # t3 has no SKU rows
+
+
+def test_host_features_by_hand():
+    g = [1_000.0, 4_000.0, 2_000.0, 8_000.0, 3_000.0]
+    hosts = ["A", "A", "B", "toy", "B"]  # "toy" (the room id): host not stated
+    rows = [
+        _session(f"h{i + 1}", "toy", f"2025-04-0{i + 1} 20:00", host_id=host, gmv=gmv)
+        for i, (host, gmv) in enumerate(zip(hosts, g, strict=True))
+    ]
+    tie = [
+        _session("x", "tie", "2025-04-01 20:00", host_id="X"),
+        _session("y", "tie", "2025-04-02 20:00", host_id="Y"),
+        _session("z", "tie", "2025-04-03 20:00", host_id="tie"),
+    ]
+    sessions, products = _tables(rows + tie)
+    f = build_session_features(sessions, products).set_index("session_id")
+    lg = np.log1p(g)
+    assert np.isnan(f.loc["h1", "room__host_share"])  # no earlier session
+    assert f.loc["h3", "room__host_share"] == 0.0  # B's first session
+    # h4 states no host: the room's main host so far (A, 2 of 3), and counts as A afterwards
+    assert f.loc["h4", "room__host_share"] == pytest.approx(2 / 3)
+    assert f.loc["h5", "room__host_share"] == pytest.approx(1 / 4)
+    # B's deviation from the room: h3 against the mean of the room's sessions before it
+    assert f.loc["h5", "room__host_gmv_dev"] == pytest.approx(lg[2] - lg[:2].mean())
+    assert f.loc["z", "room__host_share"] == pytest.approx(1 / 2)  # a tie: the first to lead
+
+    plan = _plan(room_id="toy", start_time=datetime(2025, 4, 6, 20, 0, tzinfo=SHANGHAI))
+    unstated, new_host, b = plan_features(
+        [plan, plan.model_copy(update={"host_id": "C"}), plan.model_copy(update={"host_id": "B"})],
+        sessions,
+        products,
+    ).itertuples(index=False)
+    assert unstated.room__host_share == pytest.approx(3 / 5)  # A: h1, h2, h4
+    a_dev = [lg[1] - lg[0], lg[3] - lg[:3].mean()]  # h1 has no room mean before it
+    assert unstated.room__host_gmv_dev == pytest.approx(np.mean(a_dev))
+    assert new_host.room__host_share == 0.0 and np.isnan(new_host.room__host_gmv_dev)
+    assert b.room__host_share == pytest.approx(2 / 5)
 
 
 def test_slot_and_topic_features_by_hand():

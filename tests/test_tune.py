@@ -18,10 +18,12 @@ def test_search_space_is_a_plain_function_of_the_trial():
             "feature_fraction": 0.9,
             "bagging_fraction": 0.7,
             "lambda_l2": 2.0,
+            "base_alpha": 50.0,
         }
     )
     params = search_space(fixed, ForecastParams(max_rounds=123))
     assert params.learning_rate == 0.07 and params.num_leaves == 15
+    assert params.base_alpha == 50.0
     assert params.max_rounds == 123  # untuned settings come from the base
 
 

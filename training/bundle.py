@@ -1,7 +1,8 @@
 """Self-contained model bundles in ``models/``: loadable without an MLflow server.
 
 A bundle folder holds one LightGBM text model per target, ``bundle.json`` (features, category
-vocabularies, conformal offsets, parameters, metrics, library versions) and the room-history
+vocabularies, each target's log-linear base and conformal offsets, parameters, metrics, library
+versions) and the room-history
 snapshot (past sessions and their products) that plan features are computed from.
 ``version_bundle`` finds the bundle of a registered MLflow model version: the local export, or
 the copy logged with the training run.
@@ -24,13 +25,13 @@ import pandas as pd
 
 from features.contract import validate
 from features.io import atomic_path, write_parquet
-from training.models import TARGETS, Forecaster, ForecastParams, TargetModel
+from training.models import TARGETS, Forecaster, ForecastParams, LogLinear, TargetModel
 
 BUNDLE_FILE = "bundle.json"
 CHAMPION_FILE = "champion.json"
 VERSION_CACHE = "mlflow"
 """Folder under ``models/`` holding bundles downloaded from MLflow runs."""
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ def save_bundle(
                 "offsets_warm": list(m.offsets_warm),
                 "offsets_cold": list(m.offsets_cold),
                 "best_iteration": m.best_iteration,
+                "base": None if m.base is None else m.base.to_dict(),
             }
         meta = {
             "format_version": FORMAT_VERSION,
@@ -121,6 +123,7 @@ def load_bundle(path: str | Path) -> Bundle:
             tuple(m["offsets_warm"]),
             tuple(m["offsets_cold"]),
             int(m["best_iteration"]),
+            None if m.get("base") is None else LogLinear.from_dict(m["base"]),
         )
         for target, m in meta["models"].items()
     }

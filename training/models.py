@@ -13,6 +13,19 @@ P10 <= P50 <= P90 always holds. Cold-start rows (a room with no history) get the
 calibrated on the same window with the room's history masked, and never narrower than the warm
 ones.
 
+Base and trees. Each target model is a log-linear ridge regression (the *base*) plus LightGBM
+trees boosted from it (the base is the trees' ``init_score``). Trees alone cannot forecast
+beyond the largest outcome they were trained on: a big room's Double 11 session, its biggest
+ever, came out at half its expected GMV because the leaves near the top of the scale average
+smaller sessions. The base is additive in logs, as the outcomes are multiplicative (room size x
+slot x festival x promo), so a bigger room and a stronger festival push the forecast past the
+training range; the trees then learn what is not log-linear (saturation, thresholds,
+interactions). The base reads every feature: numeric ones as they are, or as ``log1p`` when
+non-negative and heavy-tailed; plan inputs clipped to their 1st-99th training percentiles (room
+history is not clipped: a room's scale is what must extrapolate); missing values imputed with
+the median plus a missing flag; categoricals one-hot. Its contributions are exact and additive,
+so the drivers add them to the trees' ``pred_contrib``.
+
 Cold start. Training adds a masked copy of a share of the rows (room history removed, as for a
 room never seen) so the model learns to forecast from the plan, the platform, the category and
 the follower count alone.
@@ -20,8 +33,10 @@ the follower count alone.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +70,12 @@ class ForecastParams(BaseModel):
     max_rounds: int = Field(1500, ge=10, le=20000)
     early_stopping_rounds: int = Field(50, ge=5, le=1000)
     cold_start_share: float = Field(0.25, ge=0, le=1, description="Masked copies added.")
+    base_alpha: float = Field(
+        300.0, ge=0, le=1e6, description="Ridge penalty of the log-linear base."
+    )
+    base_clip: float = Field(
+        0.01, ge=0, lt=0.5, description="Plan inputs clipped to these quantiles in the base."
+    )
     calibration_days: int = Field(60, ge=7, le=365)
     seed: int = 0
     num_threads: int = Field(2, ge=1, le=64)
@@ -100,6 +121,175 @@ def is_cold(frame: pd.DataFrame) -> np.ndarray:
     return frame["room__n_prior"].fillna(0).to_numpy() == 0
 
 
+def float_matrix(X: pd.DataFrame | np.ndarray) -> np.ndarray:
+    """A model input as float64 numpy: categoricals as their codes, missing as NaN (the layout
+    of :func:`features.sessions.model_matrix`)."""
+    if isinstance(X, np.ndarray):
+        return np.asarray(X, dtype=float)
+    out = np.empty((len(X), X.shape[1]))
+    for j, col in enumerate(X.columns):
+        values = X[col]
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            codes = values.cat.codes.to_numpy().astype(float)
+            out[:, j] = np.where(codes < 0, np.nan, codes)
+        else:
+            out[:, j] = values.to_numpy(dtype=float)
+    return out
+
+
+def _inf_to_none(values: np.ndarray) -> list[float | None]:
+    return [None if not np.isfinite(v) else float(v) for v in values]
+
+
+def _none_to_inf(values: list[float | None], sign: float) -> np.ndarray:
+    return np.array([sign * np.inf if v is None else v for v in values], dtype=float)
+
+
+@dataclass(frozen=True)
+class LogLinear:
+    """The log-linear base of a target model: a ridge regression on a fixed design of the
+    features, that the trees are boosted from (see the module docstring).
+
+    Per feature: ``levels`` (number of categories; 0 for a numeric feature), ``log`` (log1p
+    applied), clip bounds ``lower`` / ``upper`` (after the transform), the imputed value
+    ``fill`` and ``flag`` (a missing-value column). Per design column: its feature ``owner``,
+    its coefficient ``coef`` and its training mean ``center``. A prediction is ``intercept``
+    (the training mean) plus one contribution per feature.
+    """
+
+    levels: np.ndarray
+    log: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    fill: np.ndarray
+    flag: np.ndarray
+    owner: np.ndarray
+    coef: np.ndarray
+    center: np.ndarray
+    intercept: float
+
+    @classmethod
+    def fit(
+        cls,
+        X: pd.DataFrame | np.ndarray,
+        y: np.ndarray,
+        levels: np.ndarray,
+        clip_mask: np.ndarray,
+        alpha: float,
+        clip: float,
+    ) -> LogLinear:
+        """Fit on model input ``X``; ``levels`` as above, ``clip_mask`` the features clipped."""
+        from sklearn.linear_model import Ridge
+
+        A = float_matrix(X)
+        levels = np.asarray(levels, dtype=int)
+        numeric = levels == 0
+        with np.errstate(all="ignore"), _quiet_nan_warnings():
+            low = np.nanmin(np.where(np.isnan(A), np.inf, A), axis=0)
+            q99 = np.nanquantile(A, 0.99, axis=0)
+        log = numeric & (low >= 0) & np.nan_to_num(q99 > 20, nan=False).astype(bool)
+        T = _log1p_where(A, log)
+        lower = np.full(A.shape[1], -np.inf)
+        upper = np.full(A.shape[1], np.inf)
+        clipped = numeric & np.asarray(clip_mask, dtype=bool)
+        if clip > 0 and clipped.any():
+            with _quiet_nan_warnings():
+                lower[clipped] = np.nanquantile(T[:, clipped], clip, axis=0)
+                upper[clipped] = np.nanquantile(T[:, clipped], 1 - clip, axis=0)
+        lower, upper = np.nan_to_num(lower, nan=-np.inf), np.nan_to_num(upper, nan=np.inf)
+        with _quiet_nan_warnings():
+            fill = np.nan_to_num(np.nanmedian(np.clip(T, lower, upper), axis=0), nan=0.0)
+        flag = numeric & np.isnan(A).any(axis=0)
+        owner = np.concatenate(
+            [
+                np.flatnonzero(numeric),
+                np.flatnonzero(flag),
+                *[np.full(levels[j] + 1, j) for j in np.flatnonzero(~numeric)],
+            ]
+        ).astype(int)
+        shell = cls(levels, log, lower, upper, fill, flag, owner, np.zeros(len(owner)),
+                    np.zeros(len(owner)), 0.0)  # fmt: skip
+        D = shell.design(A)
+        center = D.mean(axis=0)
+        scale = D.std(axis=0)
+        scale[scale == 0] = 1.0
+        ridge = Ridge(alpha=alpha).fit((D - center) / scale, y)
+        return cls(levels, log, lower, upper, fill, flag, owner, ridge.coef_ / scale, center,
+                   float(ridge.intercept_))  # fmt: skip
+
+    def design(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """The design matrix: transformed numeric features, missing flags, one-hot categories
+        (last column of each: missing)."""
+        A = float_matrix(X)
+        numeric = self.levels == 0
+        N = _log1p_where(A, self.log)
+        missing = np.isnan(N)
+        N = np.where(missing, self.fill, np.clip(N, self.lower, self.upper))
+        parts = [N[:, numeric], missing[:, self.flag].astype(float)]
+        for j in np.flatnonzero(~numeric):
+            k = int(self.levels[j])
+            codes = np.where(np.isnan(A[:, j]), k, A[:, j]).astype(int)
+            onehot = np.zeros((len(A), k + 1))
+            onehot[np.arange(len(A)), codes] = 1.0
+            parts.append(onehot)
+        return np.hstack(parts)
+
+    def predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """The base's log forecast. Row by row (no matrix product, whose BLAS kernels round a
+        row differently by its position in the batch): a plan scores the same in any batch."""
+        return self.intercept + ((self.design(X) - self.center) * self.coef).sum(axis=1)
+
+    def contributions(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Per row and feature, the base's contribution (rows sum to ``predict - intercept``)."""
+        terms = (self.design(X) - self.center) * self.coef
+        out = np.zeros((terms.shape[0], len(self.levels)))
+        np.add.at(out.T, self.owner, terms.T)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "levels": self.levels.tolist(),
+            "log": self.log.tolist(),
+            "lower": _inf_to_none(self.lower),
+            "upper": _inf_to_none(self.upper),
+            "fill": self.fill.tolist(),
+            "flag": self.flag.tolist(),
+            "owner": self.owner.tolist(),
+            "coef": self.coef.tolist(),
+            "center": self.center.tolist(),
+            "intercept": self.intercept,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LogLinear:
+        return cls(
+            np.asarray(d["levels"], dtype=int),
+            np.asarray(d["log"], dtype=bool),
+            _none_to_inf(d["lower"], -1.0),
+            _none_to_inf(d["upper"], 1.0),
+            np.asarray(d["fill"], dtype=float),
+            np.asarray(d["flag"], dtype=bool),
+            np.asarray(d["owner"], dtype=int),
+            np.asarray(d["coef"], dtype=float),
+            np.asarray(d["center"], dtype=float),
+            float(d["intercept"]),
+        )
+
+
+def _log1p_where(A: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    out = A.copy()
+    out[:, mask] = np.log1p(np.clip(A[:, mask], 0, None))
+    return out
+
+
+@contextlib.contextmanager
+def _quiet_nan_warnings() -> Iterator[None]:
+    """All-missing columns (e.g. room history in a cold-start-only frame) are expected."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
 @dataclass
 class TargetModel:
     """One target's booster and its conformal offsets (log space), warm and cold."""
@@ -109,10 +299,23 @@ class TargetModel:
     offsets_warm: tuple[float, float, float]
     offsets_cold: tuple[float, float, float]
     best_iteration: int
+    base: LogLinear | None = None
 
     def predict_log(self, X: pd.DataFrame | np.ndarray, num_threads: int = 0) -> np.ndarray:
+        """The log1p forecast: the base plus the trees."""
         kwargs = {"num_threads": num_threads} if num_threads else {}
-        return np.asarray(self.booster.predict(X, **kwargs), dtype=float)
+        trees = np.asarray(self.booster.predict(X, **kwargs), dtype=float)
+        return trees if self.base is None else trees + self.base.predict(X)
+
+    def contributions(self, X: pd.DataFrame | np.ndarray, num_threads: int = 0) -> np.ndarray:
+        """Per row: each feature's log contribution (trees plus base), then the baseline (the
+        average log forecast before any feature is known); a row sums to :meth:`predict_log`."""
+        kwargs = {"num_threads": num_threads} if num_threads else {}
+        contrib = np.asarray(self.booster.predict(X, pred_contrib=True, **kwargs), dtype=float)
+        if self.base is not None:
+            contrib[:, :-1] += self.base.contributions(X)
+            contrib[:, -1] += self.base.intercept
+        return contrib
 
     def quantiles(self, log_pred: np.ndarray, cold: np.ndarray) -> np.ndarray:
         """P10 / P50 / P90 (n x 3) on the original scale, never crossing, never negative."""
@@ -187,10 +390,7 @@ class Forecaster:
         A contribution ``c`` multiplies the forecast by ``exp(c)``; ``baseline`` is the
         model's average (log) forecast before any feature is known.
         """
-        kwargs = {"num_threads": num_threads} if num_threads else {}
-        contrib = np.asarray(
-            self.models[target].booster.predict(X, pred_contrib=True, **kwargs), dtype=float
-        )
+        contrib = self.models[target].contributions(X, num_threads)
         family_index = self._family_index
         out = []
         for r in range(contrib.shape[0]):
@@ -235,8 +435,26 @@ def _jsonable(value: Any) -> Any:
     return value if isinstance(value, (int, float, str, bool)) else str(value)
 
 
-def _dataset(X: pd.DataFrame, y: np.ndarray, reference: lgb.Dataset | None = None) -> lgb.Dataset:
-    return lgb.Dataset(X, label=y, reference=reference, free_raw_data=False)
+def _dataset(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    base: LogLinear,
+    reference: lgb.Dataset | None = None,
+) -> lgb.Dataset:
+    """Trees boost from the base's forecast (``init_score``)."""
+    return lgb.Dataset(
+        X, label=y, init_score=base.predict(X), reference=reference, free_raw_data=False
+    )
+
+
+def _fit_base(X: pd.DataFrame, y: np.ndarray, params: ForecastParams) -> LogLinear:
+    """The log-linear base on model input ``X`` (plan features clipped, room history not)."""
+    levels = np.array(
+        [len(X[c].cat.categories) if isinstance(X[c].dtype, pd.CategoricalDtype) else 0
+         for c in X.columns]
+    )  # fmt: skip
+    clip_mask = np.array([not str(c).startswith("room__") for c in X.columns])
+    return LogLinear.fit(X, y, levels, clip_mask, params.base_alpha, params.base_clip)
 
 
 def _augment(X: pd.DataFrame, y: np.ndarray, share: float, seed: int):
@@ -275,8 +493,9 @@ def _fit_target(
     X_fit, y_fit = _augment(
         X_all.iloc[inner_fit], y_all[inner_fit], params.cold_start_share, params.seed
     )
-    dtrain = _dataset(X_fit, y_fit)
-    dval = _dataset(X_all.iloc[inner_val], y_all[inner_val], reference=dtrain)
+    base_fit = _fit_base(X_fit, y_fit, params)
+    dtrain = _dataset(X_fit, y_fit, base_fit)
+    dval = _dataset(X_all.iloc[inner_val], y_all[inner_val], base_fit, reference=dtrain)
     first = lgb.train(
         lgb_params,
         dtrain,
@@ -288,8 +507,11 @@ def _fit_target(
 
     # conformal offsets: the early-stopped model has never seen the calibration window
     X_cal, y_cal = X_all[in_cal], y_all[in_cal]
-    resid_warm = y_cal - first.predict(X_cal, num_iteration=best)
-    resid_cold = y_cal - first.predict(mask_room_history(X_cal), num_iteration=best)
+    X_cal_cold = mask_room_history(X_cal)
+    resid_warm = y_cal - first.predict(X_cal, num_iteration=best) - base_fit.predict(X_cal)
+    resid_cold = (
+        y_cal - first.predict(X_cal_cold, num_iteration=best) - base_fit.predict(X_cal_cold)
+    )
     offsets_warm = _offsets(resid_warm)
     # a room without history is never forecast more tightly than one with history
     offsets_cold = _offsets(resid_cold)
@@ -300,8 +522,9 @@ def _fit_target(
     )
 
     X_final, y_final = _augment(X_all, y_all, params.cold_start_share, params.seed)
-    final = lgb.train(lgb_params, _dataset(X_final, y_final), num_boost_round=best)
-    return TargetModel(target, final, offsets_warm, offsets_cold, best)
+    base = _fit_base(X_final, y_final, params)
+    final = lgb.train(lgb_params, _dataset(X_final, y_final, base), num_boost_round=best)
+    return TargetModel(target, final, offsets_warm, offsets_cold, best, base)
 
 
 def _offsets(resid: np.ndarray) -> tuple[float, float, float]:

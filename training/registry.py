@@ -109,10 +109,14 @@ def log_model_run(
     bundle: Path | None = None,
     register: bool = True,
     parent_run_id: str | None = None,
+    forecast: tuple[Any, list[str], dict[str, tuple[str, ...]]] | None = None,
 ) -> LoggedModel:
     """Log one target's run and register the model as a new version of ``livecast-<target>``.
 
     ``bundle``: an exported bundle folder, logged under the artifact path ``bundle``.
+    ``forecast``: a forecaster target as (``TargetModel``, features, vocabulary), logged as a
+    pyfunc model (base plus trees, :mod:`training.pyfunc`); otherwise ``booster`` is logged
+    with MLflow's LightGBM flavour.
     """
     import mlflow
     from mlflow.models import infer_signature
@@ -134,15 +138,35 @@ def log_model_run(
                 mlflow.log_artifact(str(f))
         if bundle is not None:
             mlflow.log_artifacts(str(bundle), artifact_path=BUNDLE_ARTIFACT)
-        signature = infer_signature(input_example, booster.predict(input_example))
-        info = mlflow.lightgbm.log_model(
-            booster,
-            name="model",
-            signature=signature,
-            input_example=input_example,
-            pip_requirements=pip_requirements(),
-            registered_model_name=model_name(target) if register else None,
-        )
+        registered = model_name(target) if register else None
+        if forecast is None:
+            signature = infer_signature(input_example, booster.predict(input_example))
+            info = mlflow.lightgbm.log_model(
+                booster,
+                name="model",
+                signature=signature,
+                input_example=input_example,
+                pip_requirements=pip_requirements(),
+                registered_model_name=registered,
+            )
+        else:
+            from training.pyfunc import TargetPyfunc, code_paths, plain_frame, save_target
+
+            model, features, vocab = forecast
+            example = plain_frame(input_example)
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = save_target(model, features, vocab, Path(tmp) / "target")
+                signature = infer_signature(example, model.predict_log(input_example))
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=TargetPyfunc(),
+                    artifacts={"target": str(folder)},
+                    code_paths=code_paths(),
+                    signature=signature,
+                    input_example=example,
+                    pip_requirements=pip_requirements(),
+                    registered_model_name=registered,
+                )
         ver = str(info.registered_model_version) if register else ""
         if register:
             mlflow.MlflowClient().set_model_version_tag(

@@ -126,6 +126,7 @@ def train(
                 artifacts=[report_dir],
                 importance=importance_table(forecaster, target),
                 bundle=None if bundle_run else bundle_dir,
+                forecast=(forecaster.models[target], forecaster.features, forecaster.vocab),
             )
             bundle_run = bundle_run or {BUNDLE_RUN_TAG: logged.run_id}
             versions[target] = logged.version

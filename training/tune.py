@@ -34,6 +34,7 @@ def search_space(trial: optuna.Trial, base: ForecastParams | None = None) -> For
             "feature_fraction": trial.suggest_float("feature_fraction", 0.5, 1.0),
             "bagging_fraction": trial.suggest_float("bagging_fraction", 0.5, 1.0),
             "lambda_l2": trial.suggest_float("lambda_l2", 1e-3, 30.0, log=True),
+            "base_alpha": trial.suggest_float("base_alpha", 10.0, 3_000.0, log=True),
         }
     )
 

@@ -95,7 +95,9 @@ def run_backtest(
             for q in ("p10", "p50", "p90"):
                 part[f"{t}__model_{q}"] = pred[f"{t}_{q}"].to_numpy()
         if baselines:
-            hist = fit_forecaster(train, params, targets=targets, features=room_features)
+            # the spreadsheet-level baseline: plain LightGBM on the room history, no base
+            plain = params.model_copy(update={"base": False})
+            hist = fit_forecaster(train, plain, targets=targets, features=room_features)
             hist_pred = hist.predict(test)
             for t in targets:
                 part[f"{t}__trailing_mean"] = with_fallback(trailing[t].loc[test.index], train, t)

@@ -61,7 +61,7 @@ class ForecastParams(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    learning_rate: float = Field(0.05, gt=0, le=0.5)
+    learning_rate: float = Field(0.08, gt=0, le=0.5)
     num_leaves: int = Field(31, ge=4, le=512)
     min_data_in_leaf: int = Field(30, ge=1, le=2000)
     feature_fraction: float = Field(0.8, gt=0, le=1)
@@ -70,6 +70,7 @@ class ForecastParams(BaseModel):
     max_rounds: int = Field(1500, ge=10, le=20000)
     early_stopping_rounds: int = Field(50, ge=5, le=1000)
     cold_start_share: float = Field(0.25, ge=0, le=1, description="Masked copies added.")
+    base: bool = Field(True, description="Boost from a log-linear base (else from the mean).")
     base_alpha: float = Field(
         300.0, ge=0, le=1e6, description="Ridge penalty of the log-linear base."
     )
@@ -301,9 +302,13 @@ class TargetModel:
     best_iteration: int
     base: LogLinear | None = None
 
-    def predict_log(self, X: pd.DataFrame | np.ndarray, num_threads: int = 0) -> np.ndarray:
-        """The log1p forecast: the base plus the trees."""
-        kwargs = {"num_threads": num_threads} if num_threads else {}
+    def predict_log(
+        self, X: pd.DataFrame | np.ndarray, num_threads: int = 0, num_iteration: int | None = None
+    ) -> np.ndarray:
+        """The log1p forecast: the base plus the trees (the first ``num_iteration`` of them)."""
+        kwargs: dict[str, Any] = {"num_threads": num_threads} if num_threads else {}
+        if num_iteration is not None:
+            kwargs["num_iteration"] = num_iteration
         trees = np.asarray(self.booster.predict(X, **kwargs), dtype=float)
         return trees if self.base is None else trees + self.base.predict(X)
 
@@ -438,17 +443,19 @@ def _jsonable(value: Any) -> Any:
 def _dataset(
     X: pd.DataFrame,
     y: np.ndarray,
-    base: LogLinear,
+    base: LogLinear | None,
     reference: lgb.Dataset | None = None,
 ) -> lgb.Dataset:
-    """Trees boost from the base's forecast (``init_score``)."""
-    return lgb.Dataset(
-        X, label=y, init_score=base.predict(X), reference=reference, free_raw_data=False
-    )
+    """Trees boost from the base's forecast (``init_score``), if any."""
+    init = None if base is None else base.predict(X)
+    return lgb.Dataset(X, label=y, init_score=init, reference=reference, free_raw_data=False)
 
 
-def _fit_base(X: pd.DataFrame, y: np.ndarray, params: ForecastParams) -> LogLinear:
-    """The log-linear base on model input ``X`` (plan features clipped, room history not)."""
+def _fit_base(X: pd.DataFrame, y: np.ndarray, params: ForecastParams) -> LogLinear | None:
+    """The log-linear base on model input ``X`` (plan features clipped, room history not);
+    None when ``params.base`` is off (trees boost from the mean)."""
+    if not params.base:
+        return None
     levels = np.array(
         [len(X[c].cat.categories) if isinstance(X[c].dtype, pd.CategoricalDtype) else 0
          for c in X.columns]
@@ -508,10 +515,9 @@ def _fit_target(
     # conformal offsets: the early-stopped model has never seen the calibration window
     X_cal, y_cal = X_all[in_cal], y_all[in_cal]
     X_cal_cold = mask_room_history(X_cal)
-    resid_warm = y_cal - first.predict(X_cal, num_iteration=best) - base_fit.predict(X_cal)
-    resid_cold = (
-        y_cal - first.predict(X_cal_cold, num_iteration=best) - base_fit.predict(X_cal_cold)
-    )
+    start = TargetModel(target, first, (0.0,) * 3, (0.0,) * 3, best, base_fit)
+    resid_warm = y_cal - start.predict_log(X_cal, num_iteration=best)
+    resid_cold = y_cal - start.predict_log(X_cal_cold, num_iteration=best)
     offsets_warm = _offsets(resid_warm)
     # a room without history is never forecast more tightly than one with history
     offsets_cold = _offsets(resid_cold)

@@ -15,12 +15,12 @@ ones.
 
 Base and trees. Each target model is a log-linear ridge regression (the *base*) plus LightGBM
 trees boosted from it (the base is the trees' ``init_score``). Trees alone cannot forecast
-beyond the largest outcome they were trained on: a big room's Double 11 session, its biggest
-ever, came out at half its expected GMV because the leaves near the top of the scale average
-smaller sessions. The base is additive in logs, as the outcomes are multiplicative (room size x
-slot x festival x promo), so a bigger room and a stronger festival push the forecast past the
-training range; the trees then learn what is not log-linear (saturation, thresholds,
-interactions). The base reads every feature: numeric ones as they are, or as ``log1p`` when
+beyond the largest outcome they were trained on, and the leaves near the top of the scale
+average smaller sessions: a big room's biggest festival sessions come out far below their
+expected GMV. The base is additive in logs, as the outcomes are multiplicative (room size x
+slot x festival x promo), so a bigger room and a stronger festival push the forecast towards
+and past the edge of the training range; the trees then learn what is not log-linear
+(saturation, thresholds, interactions). The base reads every feature: numeric ones as they are, or as ``log1p`` when
 non-negative and heavy-tailed; plan inputs clipped to their 1st-99th training percentiles (room
 history is not clipped: a room's scale is what must extrapolate); missing values imputed with
 the median plus a missing flag; categoricals one-hot. Its contributions are exact and additive,

@@ -20,11 +20,11 @@ average smaller sessions: a big room's biggest festival sessions come out far be
 expected GMV. The base is additive in logs, as the outcomes are multiplicative (room size x
 slot x festival x promo), so a bigger room and a stronger festival push the forecast towards
 and past the edge of the training range; the trees then learn what is not log-linear
-(saturation, thresholds, interactions). The base reads every feature: numeric ones as they are,
-or as ``log1p`` when non-negative and heavy-tailed; plan inputs clipped to their 1st-99th training percentiles (room
-history is not clipped: a room's scale is what must extrapolate); missing values imputed with
-the median plus a missing flag; categoricals one-hot. Its contributions are exact and additive,
-so the drivers add them to the trees' ``pred_contrib``.
+(saturation, thresholds, interactions). The base reads every feature: numeric ones as they
+are, or as ``log1p`` when non-negative and heavy-tailed; plan inputs clipped to their 1st-99th
+training percentiles (room history is not clipped: a room's scale is what must extrapolate);
+missing values imputed with the median plus a missing flag; categoricals one-hot. Its
+contributions are exact and additive, so the drivers add them to the trees' ``pred_contrib``.
 
 Cold start. Training adds a masked copy of a share of the rows (room history removed, as for a
 room never seen) so the model learns to forecast from the plan, the platform, the category and

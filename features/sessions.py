@@ -792,12 +792,11 @@ def _plan_stats(h: pd.DataFrame, host_code: dict[str, int]) -> pd.DataFrame:
     g = h.groupby(room, sort=False)
     stats = pd.DataFrame({"room_id": h["room_id"], "_t": h["_t"]})
     stats["prev_t"] = h["_t"].to_numpy(dtype=float)
-    stats["n_sessions"] = g.cumcount().to_numpy(dtype=float) + 1.0
+    n_sessions = g.cumcount().to_numpy(dtype=float) + 1.0
+    stats["n_sessions"] = n_sessions
     stats["main_host_code"] = [float(host_code[m]) for m in _main_host(h)]
     stats["followers_last"] = g["followers"].ffill().to_numpy()
-    stats["festival_share"] = g["festival"].cumsum().to_numpy() / (
-        g.cumcount().to_numpy(dtype=float) + 1.0
-    )
+    stats["festival_share"] = g["festival"].cumsum().to_numpy() / n_sessions
     stats["duration_median"] = (
         h[["duration"]]
         .groupby(room, sort=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -60,7 +61,11 @@ def test_train_registers_and_a_worse_candidate_is_not_promoted(small_dataset, ml
     # the registered model is the whole forecast (log-linear base plus trees), not the booster
     frame = training_frame(small_dataset.sessions, small_dataset.session_products).tail(20)
     fc = first.forecaster
-    logged = mlflow.pyfunc.load_model(f"models:/{model_name('gmv')}/{first.versions['gmv']}")
+    uri = f"models:/{model_name('gmv')}/{first.versions['gmv']}"
+    logged = mlflow.pyfunc.load_model(uri)
+    # the project code it carries needs its own imports pinned beside the LightGBM stack
+    reqs = Path(mlflow.pyfunc.get_model_dependencies(uri)).read_text()
+    assert {"lightgbm", "pandera", "pydantic"} <= {r.split("==")[0] for r in reqs.split()}
     np.testing.assert_allclose(
         logged.predict(plain_frame(fc.matrix(frame))),
         fc.models["gmv"].predict_log(fc.matrix(frame)),

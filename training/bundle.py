@@ -25,7 +25,7 @@ import pandas as pd
 
 from features.contract import validate
 from features.io import atomic_path, write_parquet
-from training.models import TARGETS, Forecaster, ForecastParams, LogLinear, TargetModel
+from training.models import TARGETS, Forecaster, ForecastParams, TargetModel
 
 BUNDLE_FILE = "bundle.json"
 CHAMPION_FILE = "champion.json"
@@ -82,13 +82,7 @@ def save_bundle(
         for target, m in forecaster.models.items():
             fname = f"{target}.lgb.txt"
             m.booster.save_model(str(tmp / fname))
-            models[target] = {
-                "file": fname,
-                "offsets_warm": list(m.offsets_warm),
-                "offsets_cold": list(m.offsets_cold),
-                "best_iteration": m.best_iteration,
-                "base": None if m.base is None else m.base.to_dict(),
-            }
+            models[target] = {"file": fname, **m.meta()}
         meta = {
             "format_version": FORMAT_VERSION,
             "features": forecaster.features,
@@ -117,14 +111,7 @@ def load_bundle(path: str | Path) -> Bundle:
         )
     meta = json.loads(meta_file.read_text())
     models = {
-        target: TargetModel(
-            target,
-            lgb.Booster(model_file=str(path / m["file"])),
-            tuple(m["offsets_warm"]),
-            tuple(m["offsets_cold"]),
-            int(m["best_iteration"]),
-            None if m.get("base") is None else LogLinear.from_dict(m["base"]),
-        )
+        target: TargetModel.from_meta(target, lgb.Booster(model_file=str(path / m["file"])), m)
         for target, m in meta["models"].items()
     }
     forecaster = Forecaster(

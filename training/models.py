@@ -185,10 +185,10 @@ class LogLinear:
         A = float_matrix(X)
         levels = np.asarray(levels, dtype=int)
         numeric = levels == 0
-        with np.errstate(all="ignore"), _quiet_nan_warnings():
-            low = np.nanmin(np.where(np.isnan(A), np.inf, A), axis=0)
+        with _quiet_nan_warnings():
+            low = np.min(np.where(np.isnan(A), np.inf, A), axis=0, initial=np.inf)
             q99 = np.nanquantile(A, 0.99, axis=0)
-        log = numeric & (low >= 0) & np.nan_to_num(q99 > 20, nan=False).astype(bool)
+        log = numeric & (low >= 0) & (q99 > 20)  # NaN q99 (all missing) compares False
         T = _log1p_where(A, log)
         lower = np.full(A.shape[1], -np.inf)
         upper = np.full(A.shape[1], np.inf)
@@ -301,6 +301,28 @@ class TargetModel:
     offsets_cold: tuple[float, float, float]
     best_iteration: int
     base: LogLinear | None = None
+
+    def meta(self) -> dict[str, Any]:
+        """Everything but the booster, as JSON-ready values (see :meth:`from_meta`)."""
+        return {
+            "offsets_warm": list(self.offsets_warm),
+            "offsets_cold": list(self.offsets_cold),
+            "best_iteration": self.best_iteration,
+            "base": None if self.base is None else self.base.to_dict(),
+        }
+
+    @classmethod
+    def from_meta(cls, target: str, booster: lgb.Booster, meta: dict[str, Any]) -> TargetModel:
+        """The model saved as ``booster`` plus :meth:`meta` (a missing base: trees only)."""
+        base = meta.get("base")
+        return cls(
+            target,
+            booster,
+            tuple(meta["offsets_warm"]),  # type: ignore[arg-type]
+            tuple(meta["offsets_cold"]),  # type: ignore[arg-type]
+            int(meta["best_iteration"]),
+            None if base is None else LogLinear.from_dict(base),
+        )
 
     def predict_log(
         self, X: pd.DataFrame | np.ndarray, num_threads: int = 0, num_iteration: int | None = None

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from features.sessions import apply_vocab
-from training.models import LogLinear, TargetModel
+from training.models import TargetModel
 
 TARGET_FILE = "target.json"
 BOOSTER_FILE = "booster.lgb.txt"
@@ -36,10 +36,7 @@ def save_target(
         "target": model.target,
         "features": list(features),
         "vocab": {k: list(v) for k, v in vocab.items()},
-        "offsets_warm": list(model.offsets_warm),
-        "offsets_cold": list(model.offsets_cold),
-        "best_iteration": model.best_iteration,
-        "base": None if model.base is None else model.base.to_dict(),
+        **model.meta(),
     }
     (folder / TARGET_FILE).write_text(json.dumps(meta))
     return folder
@@ -48,14 +45,8 @@ def save_target(
 def load_target(folder: Path) -> tuple[TargetModel, list[str], dict[str, tuple[str, ...]]]:
     """The :class:`TargetModel`, feature list and vocabulary saved by :func:`save_target`."""
     meta = json.loads((folder / TARGET_FILE).read_text())
-    model = TargetModel(
-        meta["target"],
-        lgb.Booster(model_file=str(folder / BOOSTER_FILE)),
-        tuple(meta["offsets_warm"]),
-        tuple(meta["offsets_cold"]),
-        int(meta["best_iteration"]),
-        None if meta["base"] is None else LogLinear.from_dict(meta["base"]),
-    )
+    booster = lgb.Booster(model_file=str(folder / BOOSTER_FILE))
+    model = TargetModel.from_meta(meta["target"], booster, meta)
     return model, list(meta["features"]), {k: tuple(v) for k, v in meta["vocab"].items()}
 
 

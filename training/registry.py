@@ -83,8 +83,10 @@ def _quiet_mlflow() -> Iterator[None]:
             lg.setLevel(lvl)
 
 
-def pip_requirements() -> list[str]:
-    return [f"{p}=={version(p)}" for p in ("lightgbm", "pandas", "numpy", "scikit-learn")]
+def pip_requirements(extra: tuple[str, ...] = ()) -> list[str]:
+    """Pinned requirements of a logged model (``extra``: packages beyond the LightGBM stack)."""
+    packages = ("lightgbm", "pandas", "numpy", "scikit-learn", *extra)
+    return [f"{p}=={version(p)}" for p in packages]
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,8 @@ def log_model_run(
                     code_paths=code_paths(),
                     signature=signature,
                     input_example=example,
-                    pip_requirements=pip_requirements(),
+                    # the project code it carries imports these (contract, plan models)
+                    pip_requirements=pip_requirements(("pandera", "pydantic")),
                     registered_model_name=registered,
                 )
         ver = str(info.registered_model_version) if register else ""

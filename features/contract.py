@@ -161,6 +161,10 @@ SESSIONS_SCHEMA = pa.DataFrameSchema(
         "red_envelope_count": _count("Red-envelope codes dropped during the session."),
         "flash_sale_rounds": _count("Flash-sale (秒杀) rounds."),
         "coupon_value": _money("Face value of the session coupon, currency."),
+        "n_products": _count(
+            "Products listed in the session, for exports without product rows (the mix "
+            "features read it when the session has no session_products rows)."
+        ),
         "discount_depth": pa.Column(
             float,
             [pa.Check.ge(0), pa.Check.le(1)],

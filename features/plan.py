@@ -116,6 +116,11 @@ class SessionPlan(BaseModel):
     )
     products: list[ProductLine] | None = Field(None, max_length=5000)
     product_mix: ProductMix | None = None
+    n_products: Annotated[int, Field(ge=0, le=5000)] | None = Field(
+        None,
+        description="Products listed, when neither products nor product_mix is given (what a "
+        "session export without product rows records).",
+    )
 
     @field_validator("start_time")
     @classmethod
@@ -166,6 +171,7 @@ class SessionPlan(BaseModel):
             "flash_sale_rounds": float(self.flash_sale_rounds),
             "coupon_value": float(self.coupon_value),
             "discount_depth": _opt_float(discount),
+            "n_products": _opt_float(self.n_products),
         }
 
     def to_product_rows(self, index: int = 0) -> list[dict[str, object]]:

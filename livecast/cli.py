@@ -10,7 +10,7 @@ import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
@@ -187,12 +187,28 @@ def import_table(
     table: Annotated[str, typer.Option(help="sessions, session_products or fan_events.")],
     out: Annotated[Path, typer.Option(help="Output dataset folder.")],
     mapping: Annotated[Path | None, typer.Option(help="YAML column mapping (see README).")] = None,
+    on_duplicate: Annotated[
+        Literal["error", "keep-first"],
+        typer.Option(
+            help="Rows repeating an earlier row's key (session_id; session_id + sku_id): "
+            "'error' lists them, 'keep-first' keeps the first row per key and counts the rest."
+        ),
+    ] = "error",
 ) -> None:
-    """Import any export for one contract table, renaming columns with a YAML mapping."""
+    """Import any export for one contract table, renaming columns with a YAML mapping.
+
+    Blank rows are skipped and rows repeated verbatim are kept once (both counted).
+    """
     from features.importers.generic import import_table as run_import
     from features.io import TABLE_FILES, write_parquet
 
-    result = run_import(file, table=table, mapping=mapping, tz=get_settings().timezone)
+    result = run_import(
+        file,
+        table=table,
+        mapping=mapping,
+        tz=get_settings().timezone,
+        on_duplicate=on_duplicate,
+    )
     write_parquet(result.table, out / TABLE_FILES[table])
     console.print(_summary_table(f"{table} written to {out}", result.summary))
 
@@ -242,6 +258,25 @@ def _print_bars(metrics: dict[str, Any], oracle: bool) -> None:
     console.print(table)
 
 
+def _print_breakdowns(preds: Any, top: int = 10) -> None:
+    from training.report import BREAKDOWN_TITLES, breakdown_view, error_breakdown
+
+    targets = [t for t in ("viewers", "gmv") if t in preds]
+    for by in ("host", "duration_band"):
+        df = error_breakdown(preds, targets, by)
+        if len(df) == 0:  # no planned_duration_min column
+            continue
+        for t in targets:
+            sub = df[df["target"] == t]
+            more = f" (top {top} of {len(sub)})" if len(sub) > top else ""
+            base = f"best baseline ({sub['best_baseline'].iloc[0]}) WAPE"
+            cols = ("group", "n", "model WAPE", base, "share of error", "bias")
+            table = Table(*cols, title=f"{BREAKDOWN_TITLES[by].lower()}: {t}{more}")
+            for row in breakdown_view(df, t, top=top).itertuples(index=False):
+                table.add_row(str(row[0]), *[_cell(v) for v in row[1:]])
+            console.print(table)
+
+
 def _load_params(params: Path | None, seed: int) -> Any:
     from training.tune import load_params
 
@@ -280,7 +315,10 @@ def backtest(
     paths = write_report(result, out)
     _print_metrics(result.metrics)
     _print_bars(result.metrics, oracle=ds.truth is not None)
-    console.print(f"report: {paths['report']}  metrics: {paths['metrics']}")
+    _print_breakdowns(result.predictions)
+    console.print(
+        f"report: {paths['report']}  metrics: {paths['metrics']}  breakdown: {paths['breakdown']}"
+    )
 
 
 @app.command()

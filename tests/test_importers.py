@@ -565,3 +565,258 @@ def test_docs_mapping_example_is_valid() -> None:
     mapping = load_mapping(docs, "sessions")
     assert mapping.constants["platform"] == "douyin"
     assert set(mapping.values["session_type"].values()) <= set(SESSION_TYPES)
+
+
+# --------------------------------------------------------------------------- generic: repeats
+
+SESSION_HEADER = "session_id,room_id,platform,host_id,start_time,planned_duration_min,session_type"
+
+
+def _csv(path: Path, header: str, lines: list[str]) -> Path:
+    path.write_text("\n".join([header, *lines]) + "\n", encoding="utf-8")
+    return path
+
+
+def test_generic_verbatim_repeats_kept_once(tmp_path) -> None:
+    export = _csv(
+        tmp_path / "sessions.csv",
+        SESSION_HEADER,
+        [
+            "S1,007,douyin,h1,2024-06-01 20:00,120,daily",  # row 2
+            ",,,,,,",  # row 3: blank
+            "S1,007,douyin,h1,2024-06-01 20:00,120,daily",  # row 4: verbatim repeat of row 2
+            "S2,007,douyin,h1,2024-06-02 20:00,90,daily",  # row 5
+            "S1,007,douyin,h1,2024-06-01 20:00,120,daily",  # row 6: verbatim repeat again
+            "S2,007,douyin,h1,2024-06-02 20:00,90,daily",  # row 7: verbatim repeat of row 5
+        ],
+    )
+    result = import_table(export, table="sessions", mapping=None, tz="UTC")
+    s = result.summary
+    assert s["rows_read"] == 6
+    assert s["blank_rows_skipped"] == 1
+    assert s["verbatim_repeats_dropped"] == 3
+    assert s["duplicate_keys_dropped"] == 0 and s["duplicate_rows_dropped"] == ""
+    assert s["rows_written"] == 2
+    assert list(result.table["session_id"]) == ["S1", "S2"]
+    assert list(result.table["room_id"]) == ["007", "007"]
+
+    # fan_events has no key: identical lines are kept once, events differing in a cell all stay
+    events = _csv(
+        tmp_path / "events.csv",
+        "fan_id,room_id,event_time,event_type",
+        [
+            "0001,r1,2024-06-01 20:01,like",
+            "0001,r1,2024-06-01 20:01,like",
+            "0001,r1,2024-06-01 20:02,like",
+            "0002,r1,2024-06-01 20:01,like",
+        ],
+    )
+    result = import_table(events, table="fan_events", mapping=None, tz="UTC")
+    assert result.summary["verbatim_repeats_dropped"] == 1
+    assert result.summary["duplicate_keys_dropped"] == 0
+    assert len(result.table) == 3
+
+
+def _duplicate_sessions(tmp_path: Path) -> Path:
+    return _csv(
+        tmp_path / "dup.csv",
+        SESSION_HEADER,
+        [
+            "S1,r1,douyin,h1,2024-06-01 20:00,120,daily",  # row 2
+            "",  # row 3: blank line, still counts as a file row
+            "S2,r1,douyin,h1,2024-06-02 20:00,90,daily",  # row 4
+            "S1,r1,douyin,h2,2024-06-03 20:00,60,festival_promo",  # row 5: same key as row 2
+            "S3,r1,douyin,h1,2024-06-04 20:00,100,daily",  # row 6
+            "S2,r1,douyin,h9,2024-06-05 20:00,30,daily",  # row 7: same key as row 4
+            "S2,r1,douyin,h9,2024-06-05 20:00,30,daily",  # row 8: verbatim repeat of row 7
+        ],
+    )
+
+
+def test_generic_duplicate_key_error_lists_later_rows(tmp_path) -> None:
+    export = _duplicate_sessions(tmp_path)
+    with pytest.raises(ContractError) as err:
+        import_table(export, table="sessions", mapping=None, tz="UTC")
+    failures = err.value.failures
+    assert list(failures["row"]) == [5, 7]  # file rows; the first occurrences are not listed
+    assert list(failures["column"]) == ["session_id", "session_id"]
+    assert list(failures["value"]) == ["S1", "S2"]
+    assert "first at row 2" in failures["check"].iloc[0]
+    assert "first at row 4" in failures["check"].iloc[1]
+    assert failures["check"].str.contains("--on-duplicate keep-first").all()
+    assert "field_uniqueness" not in str(err.value)
+
+
+def test_generic_duplicate_key_keep_first(tmp_path) -> None:
+    export = _duplicate_sessions(tmp_path)
+    result = import_table(
+        export, table="sessions", mapping=None, tz="UTC", on_duplicate="keep-first"
+    )
+    s = result.summary
+    assert s["rows_read"] == 7
+    assert s["blank_rows_skipped"] == 1
+    assert s["verbatim_repeats_dropped"] == 1
+    assert s["duplicate_keys_dropped"] == 2
+    assert s["duplicate_rows_dropped"] == "5, 7"
+    assert s["rows_written"] == 3
+    t = result.table.set_index("session_id")
+    assert list(t.index) == ["S1", "S2", "S3"]
+    # the first row's values win
+    assert t.loc["S1", "host_id"] == "h1" and t.loc["S1", "session_type"] == "daily"
+    assert t.loc["S1", "planned_duration_min"] == 120
+    assert t.loc["S1", "start_time"] == pd.Timestamp("2024-06-01 20:00", tz="UTC")
+    assert t.loc["S2", "host_id"] == "h1" and t.loc["S2", "planned_duration_min"] == 90
+
+    with pytest.raises(ValueError, match="on_duplicate"):
+        import_table(export, table="sessions", mapping=None, tz="UTC", on_duplicate="last")  # type: ignore[arg-type]
+
+
+def test_generic_duplicate_rows_dropped_is_short() -> None:
+    from features.importers.generic import list_rows
+
+    assert list_rows([]) == ""
+    assert list_rows([4, 9]) == "4, 9"
+    long = list_rows(range(2, 102))
+    assert long.startswith("2, 3, 4") and long.endswith("... (+80 more)")
+    assert len(long) < 120
+
+
+def test_generic_session_products_duplicate_pair(tmp_path) -> None:
+    export = _csv(
+        tmp_path / "products.csv",
+        "session_id,sku_id,category,list_price,live_price,is_new_launch",
+        [
+            "S1,K1,beauty,100,80,false",  # row 2
+            "S1,K2,beauty,50,40,true",  # row 3
+            "S2,K1,beauty,100,70,false",  # row 4: same sku, other session -> fine
+            "S1,K1,beauty,120,90,false",  # row 5: (S1, K1) again
+        ],
+    )
+    with pytest.raises(ContractError) as err:
+        import_table(export, table="session_products", mapping=None, tz="UTC")
+    failures = err.value.failures
+    assert list(failures["row"]) == [5]
+    assert failures["column"].iloc[0] == "session_id, sku_id"
+    assert failures["value"].iloc[0] == ("S1", "K1")
+    assert "duplicate (session_id, sku_id) (first at row 2)" in failures["check"].iloc[0]
+
+    result = import_table(
+        export, table="session_products", mapping=None, tz="UTC", on_duplicate="keep-first"
+    )
+    assert result.summary["duplicate_keys_dropped"] == 1
+    assert result.summary["duplicate_rows_dropped"] == "5"
+    t = result.table.set_index(["session_id", "sku_id"])
+    assert len(t) == 3
+    assert t.loc[("S1", "K1"), "list_price"] == 100
+    assert t.loc[("S1", "K1"), "live_price"] == 80
+
+
+def test_cli_import_table_duplicates(tmp_path) -> None:
+    from livecast.cli import app
+
+    export = _duplicate_sessions(tmp_path)
+    out = tmp_path / "out"
+    args = ["import", "table", str(export), "--table", "sessions", "--out", str(out)]
+    runner = CliRunner()
+
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    assert "2 row/column failure(s)" in " ".join(res.output.split())  # rich wraps long paths
+    assert "duplicate session_id" in res.output and "'S1'" in res.output and "'S2'" in res.output
+    assert any(line.split("│")[1].strip() == "5" for line in res.output.splitlines() if "│" in line)
+    assert not (out / "sessions.parquet").exists()
+
+    res = runner.invoke(app, [*args, "--on-duplicate", "keep-first"])
+    assert res.exit_code == 0, res.output
+    assert "duplicate_rows_dropped" in res.output
+    written = pd.read_parquet(out / "sessions.parquet")
+    assert list(written["session_id"]) == ["S1", "S2", "S3"]
+    assert list(written["host_id"]) == ["h1", "h1", "h1"]
+
+    res = runner.invoke(app, [*args, "--on-duplicate", "last"])
+    assert res.exit_code == 2
+    assert "Invalid value" in res.output and "Traceback" not in res.output
+
+
+def _quirky_export() -> pd.DataFrame:
+    """A hand-built Chanmama export with the quirks of real ones: aborted restarts (at the
+    same minute, a few minutes before, and one with no broadcast near it), a verbatim repeat,
+    blank rows, two real broadcasts of one host at the same minute, and a product count."""
+
+    def row(name, title, start, duration, views, gmv="", products="", units=""):
+        return {
+            "Name_of_the_livestream": title,
+            "Start_time": start,
+            "Duration": duration,
+            "Views": views,
+            "Total_sales_amount": gmv,
+            "Number_of_products": products,
+            "Number_of_goods_sold": units,
+            "Per_customer_transaction": "",
+            "Name": name,
+        }
+
+    rows = [
+        row("Host A", "好物特卖", "08-13 11:50", "14小时24分钟57秒", "5937410", "12814573.13", "89",
+            "118808"),
+        row("Host A", "年轻主播", "08-13 11:50", "11秒", "0"),  # same minute, other title
+        row("Host A", "好物特卖", "08-12 11:48", "8分钟6秒", "0", "0"),  # 8 min before
+        row("Host A", "好物特卖", "08-12 11:56", "6小时13分钟", "1650878", "3157896.63", "64",
+            "37274"),
+        row("Host A", "好物特卖", "08-12 11:56", "6小时13分钟", "1650878", "3157896.63", "64",
+            "37274"),  # verbatim repeat
+        row("Host B", "超长待机", "08-11 15:53", "2秒", "0"),  # aborted, nothing near it
+        row("Host B", "超长待机", "08-12 19:01", "6小时20分钟", "8466395", "12066870", "95",
+            "68945"),
+        row("Host B", "第二个直播间", "08-12 19:01", "2小时", "10000", "5000", "3", "40"),
+        row("Host B", "无商品", "08-10 19:00", "1小时", "2000"),  # no products, no GMV: kept
+    ]  # fmt: skip
+    blank = dict.fromkeys(rows[0], "")
+    return pd.DataFrame([*rows[:3], blank, *rows[3:5], blank, blank, *rows[5:]], dtype=object)
+
+
+def test_chanmama_real_export_quirks(tmp_path) -> None:
+    path = tmp_path / "export.xlsx"
+    _quirky_export().to_excel(path, index=False, engine="openpyxl")
+    result = import_chanmama(path, year=2021, tz=TZ)
+    table, summary = result.table, result.summary
+    assert summary["rows_read"] == 12
+    assert summary["empty_rows_skipped"] == 3
+    assert summary["verbatim_repeats_dropped"] == 1
+    assert summary["restarts_folded"] == 2
+    assert summary["aborted_starts_dropped"] == 1
+    # the file row of the lone aborted start (header is row 1)
+    assert summary["aborted_rows"] == "10"
+    assert summary["same_start_renumbered"] == 1
+    # every row is accounted for: sessions + blank + repeats + folded + dropped
+    assert len(table) + 3 + 1 + 2 + 1 == summary["rows_read"]
+    assert summary["sessions"] == len(table) == 5
+    assert table["session_id"].is_unique
+    a = table[table["host_id"] == "host-a"].set_index("session_id")
+    assert a.loc["host-a-20210813-1150", "viewers"] == 5937410
+    assert a.loc["host-a-20210813-1150", "restarts_folded"] == 1
+    assert a.loc["host-a-20210812-1156", "restarts_folded"] == 1
+    b = table[table["host_id"] == "host-b"].set_index("session_id")
+    assert b.loc["host-b-20210812-1901", "viewers"] == 8466395
+    assert b.loc["host-b-20210812-1901-2", "viewers"] == 10000
+    assert np.isnan(b.loc["host-b-20210810-1900", "gmv"])
+    # the export's product count is the contract's n_products
+    assert a.loc["host-a-20210813-1150", "n_products"] == 89
+    assert np.isnan(b.loc["host-b-20210810-1900", "n_products"])
+
+
+def test_product_count_feeds_the_mix_when_there_are_no_product_rows(tmp_path) -> None:
+    from features.sessions import build_session_features
+
+    path = tmp_path / "export.xlsx"
+    _quirky_export().to_excel(path, index=False, engine="openpyxl")
+    sessions = import_chanmama(path, year=2021, tz=TZ).table
+    products = pd.DataFrame(columns=["session_id", "sku_id", "category", "list_price",
+                                     "live_price", "stock", "is_new_launch"])  # fmt: skip
+    frame = build_session_features(sessions, products).set_index("session_id")
+    assert frame.loc["host-a-20210813-1150", "mix__n_skus"] == 89
+    assert np.isnan(frame.loc["host-b-20210810-1900", "mix__n_skus"])
+    # the room's product history: this session's count against the room's earlier ones
+    later = frame.loc["host-a-20210813-1150", "room__products_ratio"]
+    assert later == pytest.approx(np.log1p(89) - np.log1p(64))

@@ -35,18 +35,36 @@ Parsing rules (all documented choices):
   ``host_is_kol`` / ``host_occupation``.
 * ``session_id`` = ``<room_id>-<YYYYMMDD>-<HHMM>`` (local start time): deterministic.
 * ``session_type`` comes from the title keywords (:func:`infer_session_type`).
-* Rows that are entirely blank are skipped and counted in the summary.
+* Real exports come as they are, so before anything else (each step counted in the summary,
+  no row dropped silently):
+
+  - rows that are entirely blank are skipped;
+  - rows repeated verbatim (every cell equal to an earlier row) are kept once;
+  - **aborted restarts** are folded into the real broadcast. A host who restarts a stream
+    leaves a row of a few seconds or minutes with no viewers and no sales, often at the same
+    start minute as the real broadcast and sometimes under another stream name. A row with
+    zero (or blank) views, GMV and units that lasted under :data:`ABORT_MAX_MIN` minutes is an
+    aborted start; it is folded into the same host's broadcast (a row with viewers) that starts
+    within :data:`FOLD_WINDOW_MIN` minutes after it, or that was already on air when it
+    started. The broadcast keeps its own numbers and counts the folds in ``restarts_folded``.
+    An aborted start with no broadcast to fold into is not a session either: it is dropped and
+    its file row is listed in the summary (``aborted_rows``);
+  - two real broadcasts of one host at the same start minute (two rooms) both stay: the later
+    row in the file gets ``-2`` (``-3`` ...) after its ``session_id``.
 
 Extra (non-contract) columns kept for analysis: ``units_sold``, ``n_products``, ``likes``,
 ``gifts``, ``avg_online_viewers``, ``new_fan_club``, ``follower_conversion_rate``,
 ``sales_conversion_rate``, ``uv_value``, ``aov``, ``host_name``, ``host_is_kol``,
-``host_occupation``. The contract allows extra columns; features never read them.
+``host_occupation``, ``restarts_folded``. ``n_products`` (products listed in the session) is
+also the contract's optional ``n_products`` column: the export has no product rows, and the
+mix features read this count instead of going all-missing.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +87,14 @@ SOURCE_TZ = "Asia/Shanghai"
 
 ROLL_DAYS = 183
 """A step against the export's direction longer than this (days) crosses New Year."""
+
+ABORT_MAX_MIN = 15.0
+"""A row without viewers, GMV and units that lasted less than this (minutes) is an aborted
+start, not a session."""
+
+FOLD_WINDOW_MIN = 60.0
+"""An aborted start is folded into the host's broadcast that starts within this many minutes
+after it (or that was on air when it started)."""
 
 # canonical name -> accepted headers (matched after :func:`_norm`)
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
@@ -100,7 +126,8 @@ REQUIRED: tuple[str, ...] = ("start", "duration", "views")
 # Title keywords per session type, checked in this order (first match wins).
 FESTIVAL_WORDS = (
     r"(?<!\d)618(?!\d)", r"6\.18", "双11", "双十一", r"(?<!\d)1111(?!\d)", r"11\.11", "双12",
-    "双十二", r"12\.12", "大促", "年货节", "年中", "周年庆", "女神节", r"(?<!\d)38节",
+    "双十二", r"12\.12", r"(?<!\d)818(?!\d)", r"8\.18", "好物节", "大促", "年货节", "年中",
+    "周年庆", "女神节", r"(?<!\d)38节",
 )  # fmt: skip
 CLEARANCE_WORDS = ("清仓", "甩卖", "尾货", "断码")
 NEW_LAUNCH_WORDS = ("新品", "首发", "上新")
@@ -115,8 +142,9 @@ def infer_session_type(title: object) -> str:
 
     First match wins, in this order:
 
-    1. ``festival_promo``: 618 / 6.18, 双11 / 双十一 / 11.11, 双12 / 12.12, 大促, 年货节, 年中,
-       周年庆, 女神节, 38节 (a digit keyword never matches inside a longer number);
+    1. ``festival_promo``: 618 / 6.18, 双11 / 双十一 / 11.11, 双12 / 12.12, 818 / 8.18, 好物节,
+       大促, 年货节, 年中, 周年庆, 女神节, 38节 (a digit keyword never matches inside a longer
+       number);
     2. ``clearance``: 清仓, 甩卖, 尾货, 断码;
     3. ``new_launch``: 新品, 首发, 上新;
     4. ``brand_collab``: 品牌, 联名, 旗舰; or 专场 together with a brand (a Latin-script name of
@@ -367,6 +395,8 @@ def parse_chanmama(
         raise ValueError(f"year {year} is out of range")
     rows_read = len(raw)
     raw, blank = drop_blank_rows(raw)
+    repeated = raw.astype("str").duplicated(keep="first").to_numpy()
+    raw = raw.loc[~repeated]
     cols = resolve_columns([str(c) for c in raw.columns], source=source, need_host=host is None)
     failures: list[tuple[object, str, str, object]] = []
 
@@ -455,14 +485,22 @@ def parse_chanmama(
             "host_occupation": (
                 raw[cols["occupation"]].map(_text).astype("str") if "occupation" in cols else None
             ),
+            "restarts_folded": 0,
         },
         index=raw.index,
     )
+    sessions, folds = fold_aborted_restarts(sessions)
+    sessions, renamed = _number_same_start(sessions)
     valid = validate(sessions, "sessions", source=source, tz=tz)
     valid = valid.sort_values(["room_id", "start_time"], kind="stable").reset_index(drop=True)
     summary: dict[str, Any] = {
         "rows_read": rows_read,
         "empty_rows_skipped": blank,
+        "verbatim_repeats_dropped": int(repeated.sum()),
+        "restarts_folded": folds.folded,
+        "aborted_starts_dropped": len(folds.dropped_rows),
+        "aborted_rows": _row_list(folds.dropped_rows),
+        "same_start_renumbered": renamed,
         "sessions": len(valid),
         "hosts": int(valid["host_id"].nunique()),
         "first_start": str(valid["start_time"].min()) if len(valid) else "-",
@@ -476,6 +514,75 @@ def parse_chanmama(
         ),
     }
     return ImportResult(valid, summary)
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    """What :func:`fold_aborted_restarts` did: restarts folded into a broadcast, and the file
+    rows of aborted starts that had no broadcast to fold into (dropped)."""
+
+    folded: int
+    dropped_rows: list[object]
+
+
+def aborted_mask(sessions: pd.DataFrame) -> pd.Series:
+    """True for aborted starts: no viewers, no GMV, no units (zero or blank), shorter than
+    :data:`ABORT_MAX_MIN` minutes."""
+    nothing = pd.Series(True, index=sessions.index)
+    for col in ("viewers", "gmv", "units_sold"):
+        if col in sessions.columns:
+            nothing &= sessions[col].astype(float).fillna(0.0).eq(0.0)
+    short = sessions["actual_duration_min"].astype(float).fillna(0.0) < ABORT_MAX_MIN
+    return nothing & short
+
+
+def fold_aborted_restarts(sessions: pd.DataFrame) -> tuple[pd.DataFrame, FoldResult]:
+    """Fold each aborted start into its host's real broadcast (see the module docstring).
+
+    ``sessions`` is the parsed frame (index = file rows) with ``host_id``, ``start_time``,
+    ``actual_duration_min``, ``viewers``, ``gmv`` and ``units_sold``; the result has no aborted
+    rows, and each broadcast's ``restarts_folded`` counts the rows folded into it. Pure.
+    """
+    aborted = aborted_mask(sessions)
+    out = sessions.loc[~aborted].copy()
+    if "restarts_folded" not in out.columns:
+        out["restarts_folded"] = 0
+    real = out[out["viewers"].astype(float).fillna(0.0) > 0]
+    folded, dropped = 0, []
+    window = pd.Timedelta(minutes=FOLD_WINDOW_MIN)
+    for row, s in sessions.loc[aborted].iterrows():
+        same = real[real["host_id"] == s["host_id"]]
+        starts = same["start_time"]
+        ends = starts + pd.to_timedelta(same["actual_duration_min"].fillna(0.0), unit="min")
+        after = (starts >= s["start_time"]) & (starts <= s["start_time"] + window)
+        on_air = (starts <= s["start_time"]) & (ends >= s["start_time"])
+        hits = same[after | on_air]
+        if len(hits) == 0:
+            dropped.append(row)
+            continue
+        gap = (hits["start_time"] - s["start_time"]).abs()
+        target = gap.idxmin()
+        out.loc[target, "restarts_folded"] += 1
+        folded += 1
+    return out, FoldResult(folded, dropped)
+
+
+def _number_same_start(sessions: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Give the second (third ...) broadcast of a host at one start minute ``-2`` (``-3``)
+    after its ``session_id``, in file order; returns the frame and how many were renamed."""
+    ids = sessions["session_id"]
+    rank = ids.groupby(ids, sort=False).cumcount()
+    out = sessions.copy()
+    out["session_id"] = ids.where(rank == 0, ids + "-" + (rank + 1).astype(str))
+    return out, int((rank > 0).sum())
+
+
+def _row_list(rows: list[object], limit: int = 20) -> str:
+    """File rows as a short text for the summary (``-`` when none)."""
+    if not rows:
+        return "-"
+    text = ", ".join(str(r) for r in rows[:limit])
+    return text + (f" (+{len(rows) - limit} more)" if len(rows) > limit else "")
 
 
 def import_chanmama(

@@ -16,8 +16,21 @@ A mapping file renames the export's columns to contract columns and fills the ga
 Without a mapping the file's columns must already carry contract names. The mapping itself is
 checked strictly (unknown keys, unknown contract columns, source columns absent from the file
 are errors naming them). The result is validated with :func:`features.contract.validate`, which
-lists every failing row and column; no row is dropped except rows that are entirely blank,
-which are counted in the summary.
+lists every failing row and column.
+
+Rows are handled in this order, and every row left out is counted in the summary:
+
+1. rows that are entirely blank are skipped (``blank_rows_skipped``);
+2. rows repeated verbatim (every raw cell, mapped or not, equal to an earlier row) are kept
+   once (``verbatim_repeats_dropped``); exports often repeat a page or a whole block;
+3. rows that share a key with an earlier row (sessions: ``session_id``; session_products:
+   ``session_id`` + ``sku_id``; fan_events has no key) follow ``on_duplicate``: ``"error"``
+   (the default) raises :class:`~features.contract.ContractError` listing every later row,
+   its key and the row of the first occurrence; ``"keep-first"`` keeps the first row per key
+   and drops the later ones (``duplicate_keys_dropped``, and their file row numbers in
+   ``duplicate_rows_dropped``). Rows with a missing key are left to the contract check.
+
+No other row is ever dropped.
 
 Row numbers in error tables count like a spreadsheet: the header is row 1, the first record is
 row 2 (for Parquet files: record position + 2).
@@ -31,7 +44,7 @@ from __future__ import annotations
 import zoneinfo
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import pandas as pd
 import yaml
@@ -48,6 +61,18 @@ ID_COLUMNS: tuple[str, ...] = ("session_id", "room_id", "host_id", "sku_id", "fa
 """Contract columns read as text, so ids such as ``00017`` keep their leading zeros."""
 
 TEXT_SUFFIXES = {".csv", ".txt", ".tsv"}
+
+KEYS: dict[str, tuple[str, ...]] = {
+    "sessions": ("session_id",),
+    "session_products": ("session_id", "sku_id"),
+}
+"""Columns that identify a row of each table (tables without an entry have no key)."""
+
+OnDuplicate = Literal["error", "keep-first"]
+"""What to do with rows whose key repeats an earlier row's key."""
+
+MAX_LISTED_ROWS = 20
+"""At most this many dropped row numbers are spelled out in the summary."""
 
 Scalar = str | bool | int | float
 
@@ -122,6 +147,25 @@ def drop_blank_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """``frame`` without its entirely blank rows, and how many there were."""
     blank = blank_mask(frame)
     return frame.loc[~blank], int(blank.sum())
+
+
+def drop_verbatim_repeats(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """``frame`` with rows equal cell for cell to an earlier row removed, and how many."""
+    if frame.empty:
+        return frame, 0
+    try:
+        repeat = frame.duplicated(keep="first")
+    except TypeError:  # unhashable cells (e.g. lists from Parquet): compare their text
+        repeat = frame.astype("str").duplicated(keep="first")
+    return frame.loc[~repeat], int(repeat.sum())
+
+
+def list_rows(rows: Iterable[object], limit: int = MAX_LISTED_ROWS) -> str:
+    """Row numbers as a short string: ``"4, 9"``; long lists end with ``"... (+N more)"``."""
+    rows = [str(r) for r in rows]
+    if len(rows) <= limit:
+        return ", ".join(rows)
+    return ", ".join(rows[:limit]) + f", ... (+{len(rows) - limit} more)"
 
 
 def failure_table(records: Iterable[tuple[object, str, str, object]]) -> pd.DataFrame:
@@ -330,6 +374,54 @@ def _parse_times(
     return out
 
 
+def _check_on_duplicate(on_duplicate: str) -> None:
+    choices = get_args(OnDuplicate)
+    if on_duplicate not in choices:
+        raise ValueError(
+            f"on_duplicate must be one of {', '.join(map(repr, choices))}, got {on_duplicate!r}"
+        )
+
+
+def resolve_duplicate_keys(
+    frame: pd.DataFrame, table: str, on_duplicate: OnDuplicate, *, source: str = ""
+) -> tuple[pd.DataFrame, list[object]]:
+    """Handle rows whose key repeats an earlier row's key (see the module docstring).
+
+    Returns the frame without the later rows (``"keep-first"``) and their index labels (file
+    row numbers); with ``"error"`` raises :class:`ContractError` listing every later row.
+    Tables without a key, frames lacking a key column and rows with a missing key are left
+    as they are (the contract check reports the latter two).
+    """
+    _check_on_duplicate(on_duplicate)
+    key = KEYS.get(table)
+    if not key or any(c not in frame.columns for c in key) or frame.empty:
+        return frame, []
+    keys = frame[list(key)]
+    complete = keys.notna().all(axis=1)
+    # Compared as text, as the contract coerces ids to text (1 and "1" are the same id).
+    text = keys.loc[complete].astype("str")
+    later = text.duplicated(keep="first").reindex(keys.index, fill_value=False)
+    if not later.any():
+        return frame, []
+    if on_duplicate == "keep-first":
+        return frame.loc[~later], list(frame.index[later])
+    first_row: dict[tuple[str, ...], object] = {}
+    for row, values in zip(text.index, text.itertuples(index=False), strict=True):
+        first_row.setdefault(tuple(values), row)
+    name = key[0] if len(key) == 1 else f"({', '.join(key)})"
+    records = []
+    for row in keys.index[later]:
+        first = first_row[tuple(text.loc[row])]
+        check = (
+            f"duplicate {name} (first at row {first}); "
+            "use --on-duplicate keep-first to keep the first"
+        )
+        values = tuple(keys.loc[row])
+        records.append((row, ", ".join(key), check, values[0] if len(key) == 1 else values))
+    raise_failures(table, failure_table(records), source)
+    return frame, []  # unreachable: records is not empty
+
+
 def import_frame(
     raw: pd.DataFrame,
     *,
@@ -337,11 +429,19 @@ def import_frame(
     mapping: ColumnMapping | None = None,
     tz: str,
     source: str = "",
+    on_duplicate: OnDuplicate = "error",
 ) -> ImportResult:
-    """Map, parse and validate a raw export frame (index = file row numbers) into ``table``."""
+    """Map, parse and validate a raw export frame (index = file row numbers) into ``table``.
+
+    Blank rows are skipped, verbatim repeats kept once and duplicate keys handled as
+    ``on_duplicate`` says (``"error"`` or ``"keep-first"``); see the module docstring.
+    """
+    _check_on_duplicate(on_duplicate)
     rows_read = len(raw)
     raw, blank = drop_blank_rows(raw)
+    raw, repeats = drop_verbatim_repeats(raw)
     frame, counts = apply_mapping(raw, table, mapping, source=source)
+    frame, dropped = resolve_duplicate_keys(frame, table, on_duplicate, source=source)
     source_tz = mapping.timezone if mapping is not None and mapping.timezone else tz
     frame = _parse_times(
         frame, table, mapping.time_format if mapping is not None else None, source_tz, source
@@ -351,6 +451,9 @@ def import_frame(
         "table": table,
         "rows_read": rows_read,
         "blank_rows_skipped": blank,
+        "verbatim_repeats_dropped": repeats,
+        "duplicate_keys_dropped": len(dropped),
+        "duplicate_rows_dropped": list_rows(dropped),
         "rows_written": len(valid),
         **counts,
         "contract_columns": ", ".join(c for c in columns(table) if c in frame.columns),
@@ -358,22 +461,34 @@ def import_frame(
     return ImportResult(valid, summary)
 
 
-def import_table(path: str | Path, *, table: str, mapping: Path | None, tz: str) -> ImportResult:
+def import_table(
+    path: str | Path,
+    *,
+    table: str,
+    mapping: Path | None,
+    tz: str,
+    on_duplicate: OnDuplicate = "error",
+) -> ImportResult:
     """Import one contract ``table`` from a CSV / Parquet / Excel export.
 
     ``mapping`` is a YAML mapping file (see the module docstring); without it the file's
     columns must already be contract column names. ``tz`` is the output zone and the zone of
-    naive times unless the mapping names ``timezone``. Raises ``ValueError`` for a bad mapping
-    or absent source columns and :class:`~features.contract.ContractError` listing every failing
-    row / column.
+    naive times unless the mapping names ``timezone``. ``on_duplicate`` says what to do with
+    rows repeating an earlier row's key: ``"error"`` or ``"keep-first"`` (verbatim repeats are
+    always kept once). Raises ``ValueError`` for a bad mapping or absent source columns and
+    :class:`~features.contract.ContractError` listing every failing row / column (or every
+    duplicate key).
     """
     if table not in SCHEMAS:
         raise ValueError(f"unknown table {table!r}; use one of {', '.join(SCHEMAS)}")
     check_timezone(tz)
+    _check_on_duplicate(on_duplicate)
     spec = load_mapping(mapping, table) if mapping is not None else None
     if spec is not None:
         text_cols = [src for dst, src in spec.columns.items() if dst in ID_COLUMNS]
     else:
         text_cols = list(ID_COLUMNS)
     raw = read_export(path, sep=spec.sep if spec else None, text_columns=text_cols)
-    return import_frame(raw, table=table, mapping=spec, tz=tz, source=str(path))
+    return import_frame(
+        raw, table=table, mapping=spec, tz=tz, source=str(path), on_duplicate=on_duplicate
+    )

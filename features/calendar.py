@@ -46,8 +46,9 @@ MID_AUTUMN: dict[int, date] = {
 }
 FIRST_YEAR, LAST_YEAR = min(SPRING_FESTIVAL), max(SPRING_FESTIVAL)
 
-FESTIVALS: tuple[str, ...] = ("f618", "d11", "d12", "w38", "mid_autumn", "spring")
-"""Festival keys: 618, Double 11, 12.12, 38 Women's Day, Mid-Autumn, Spring Festival."""
+FESTIVALS: tuple[str, ...] = ("f618", "d11", "d12", "w38", "mid_autumn", "spring", "f818")
+"""Festival keys: 618, Double 11, 12.12, 38 Women's Day, Mid-Autumn, Spring Festival, and
+Douyin's 818 (新潮好物节, August 8-18: the platform's own mid-year festival)."""
 
 # Selling window before each festival day (days), e.g. the 618 ramp starts on June 1.
 WINDOW_BEFORE: dict[str, int] = {
@@ -57,6 +58,7 @@ WINDOW_BEFORE: dict[str, int] = {
     "w38": 7,
     "mid_autumn": 14,
     "spring": 10,  # the logistics lull: couriers stop ~10 days before and resume ~7 days after
+    "f818": 10,
 }
 WINDOW_AFTER: dict[str, int] = {
     "f618": 0,
@@ -65,6 +67,7 @@ WINDOW_AFTER: dict[str, int] = {
     "w38": 0,
     "mid_autumn": 0,
     "spring": 7,
+    "f818": 0,
 }
 
 
@@ -78,6 +81,8 @@ def festival_day(name: str, year: int) -> date:
         return date(year, 12, 12)
     if name == "w38":
         return date(year, 3, 8)
+    if name == "f818":
+        return date(year, 8, 18)
     table = {"mid_autumn": MID_AUTUMN, "spring": SPRING_FESTIVAL}[name]
     if year not in table:
         raise ValueError(f"no {name} date for {year} (calendar covers {FIRST_YEAR}-{LAST_YEAR})")

@@ -65,7 +65,8 @@ TITLE_KEYWORDS: dict[str, tuple[str, ...]] = {
     "festival": (
         "大促", "618", "6.18", "双11", "双十一", "11.11", "双12", "双十二", "12.12", "年货",
         "年中", "中秋", "女神节", "妇女节", "38节", "3.8", "春节", "元旦", "七夕", "情人节",
-        "跨年", "狂欢", "festival", "black friday",
+        "跨年", "狂欢", "818", "8.18", "好物节", "周年庆", "盛典", "嘉年华", "festival",
+        "black friday",
     ),
     "welfare": ("福利", "宠粉", "粉丝", "回馈", "福袋", "抽奖", "免单", "感恩", "giveaway"),
     "flash": ("秒杀", "限时", "抢购", "开抢", "1元", "9.9", "flash"),
@@ -199,7 +200,10 @@ _NUMERIC_INPUTS: tuple[str, ...] = (
     "warmup_videos",
     "community_pushes",
     "paid_promo_budget",
+    "n_products",
 )
+_OPTIONAL_INPUTS: frozenset[str] = frozenset({"n_products"})
+"""Numeric inputs a ``sessions`` table may lack (missing then)."""
 _MECHANICS: tuple[str, ...] = ("lottery_count", "red_envelope_count", "flash_sale_rounds")
 
 
@@ -270,7 +274,12 @@ def session_inputs(sessions: pd.DataFrame, tz: str = DEFAULT_TZ) -> SessionInput
         session_type=_object_array(sessions["session_type"].astype(object)),
         title=_titles(sessions),
         room_category=_object_array(room_category),
-        numeric={c: sessions[c].to_numpy(dtype=float) for c in _NUMERIC_INPUTS},
+        numeric={
+            c: sessions[c].to_numpy(dtype=float)
+            if c in sessions.columns or c not in _OPTIONAL_INPUTS
+            else np.full(len(sessions), np.nan)
+            for c in _NUMERIC_INPUTS
+        },
     )
 
 
@@ -705,6 +714,15 @@ def _history_table(history: pd.DataFrame, history_summary: pd.DataFrame, tz: str
         aov = np.where(orders > 0, gmv / orders, np.nan)
     counts = history_summary.reindex(pd.Index(h["session_id"].astype(str), dtype=object))
     n_skus = counts["n_skus"].to_numpy(dtype=float)[:, None]
+    stated = (
+        h["n_products"].to_numpy(dtype=float)
+        if "n_products" in h.columns
+        else np.full(len(h), np.nan)
+    )
+    n_listed = np.where(np.isnan(n_skus[:, 0]), stated, n_skus[:, 0])
+    duration = h["planned_duration_min"].to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_minutes = np.log(np.where(duration > 0, duration, np.nan))
     cat_counts = np.nan_to_num(
         np.round(counts[list(SHARE_COLUMNS)].to_numpy(dtype=float) * n_skus), nan=0.0
     )
@@ -726,7 +744,11 @@ def _history_table(history: pd.DataFrame, history_summary: pd.DataFrame, tz: str
             "festival": festival_flag(
                 h["session_type"].astype(str).to_numpy(), topic["topic__kw_festival"].to_numpy()
             ),
-            "duration": h["planned_duration_min"].to_numpy(dtype=float),
+            "duration": duration,
+            "lv_pm": np.log1p(viewers) - log_minutes,
+            "lg_pm": np.log1p(gmv) - log_minutes,
+            "lnp": np.log1p(n_listed),
+            "lg_pp": np.log1p(gmv) - np.log1p(n_listed),
         }
     )
     for i, c in enumerate(CATEGORIES):
@@ -754,6 +776,15 @@ def _outcome_stats(h: pd.DataFrame) -> pd.DataFrame:
     stats["dwell_mean_20"] = m20["dwell"].to_numpy()
     stats["viewers_trend"] = m5["lv"].to_numpy() - prev20["lv"].to_numpy()
     stats["gmv_trend"] = m5["lg"].to_numpy() - prev20["lg"].to_numpy()
+    rate = o[["lv_pm", "lg_pm"]]
+    r5, r20 = _trailing_mean(rate, room, 5), _trailing_mean(rate, room, 20)
+    stats["viewers_per_min_5"] = r5["lv_pm"].to_numpy()
+    stats["viewers_per_min_20"] = r20["lv_pm"].to_numpy()
+    stats["gmv_per_min_5"] = r5["lg_pm"].to_numpy()
+    stats["gmv_per_min_20"] = r20["lg_pm"].to_numpy()
+    listed = _trailing_mean(o[["lnp", "lg_pp"]], room, 20)
+    stats["products_mean_20"] = listed["lnp"].to_numpy()
+    stats["gmv_per_product_20"] = listed["lg_pp"].to_numpy()
     return stats
 
 
@@ -828,6 +859,12 @@ _ROOM_OUTCOME_COLUMNS: tuple[str, ...] = (
     "dwell_mean_20",
     "viewers_trend",
     "gmv_trend",
+    "viewers_per_min_5",
+    "viewers_per_min_20",
+    "gmv_per_min_5",
+    "gmv_per_min_20",
+    "products_mean_20",
+    "gmv_per_product_20",
 )
 
 
@@ -934,7 +971,9 @@ def _coalesce(*arrays: np.ndarray) -> np.ndarray:
     return out
 
 
-def room_columns(inputs: SessionInputs, state: RoomHistory, top_category: np.ndarray) -> Columns:
+def room_columns(
+    inputs: SessionInputs, state: RoomHistory, top_category: np.ndarray, n_skus: np.ndarray
+) -> Columns:
     """The room's history before each session (only history sessions of the same room that
     started strictly earlier, from the as-of tables of ``state``), plus the plan's own room
     inputs.
@@ -949,7 +988,17 @@ def room_columns(inputs: SessionInputs, state: RoomHistory, top_category: np.nda
     of the room's earlier sessions hosted by the session's host; a host that is not stated, i.e.
     the room id, is the room's main host so far) and ``room__host_gmv_dev`` (mean over the
     host's last 10 earlier sessions with outcomes of log1p GMV minus the room's mean over the 20
-    sessions before each). ``room__followers`` is
+    sessions before each).
+
+    Scale that carries across room sizes and session lengths: ``room__viewers_per_min_5`` /
+    ``_20`` and ``room__gmv_per_min_5`` / ``_20`` (trailing means of ``log1p(outcome) -
+    log(planned minutes)``), ``room__viewers_at_duration_5`` / ``_20`` and
+    ``room__gmv_at_duration_5`` / ``_20`` (that rate at this session's planned minutes: the
+    log outcome a spreadsheet would expect from the room's recent pace),
+    ``room__gmv_per_product_20`` (trailing mean of ``log1p(GMV) - log1p(products listed)``)
+    and ``room__products_ratio`` (``log1p`` of this session's product count minus the room's
+    trailing mean of it; products listed are the SKU rows, else the table's ``n_products``).
+    ``room__followers`` is
     the session's ``followers_at_start``, else the room's last known value;
     ``room__main_category`` is the most frequent SKU category of earlier sessions, else the
     plan's ``room_category``, else the session's ``top_category``.
@@ -959,6 +1008,15 @@ def room_columns(inputs: SessionInputs, state: RoomHistory, top_category: np.nda
     main = state.outcome.lookup([room], t)
     cols: Columns = {f"room__{c}": main[:, i] for i, c in enumerate(_ROOM_OUTCOME_COLUMNS)}
     cols["room__n_prior"] = np.nan_to_num(cols["room__n_prior"], nan=0.0)
+    planned = inputs.numeric["planned_duration_min"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_minutes = np.log(np.where(planned > 0, planned, np.nan))
+    for name in ("viewers", "gmv"):
+        for n in (5, 20):
+            rate = cols[f"room__{name}_per_min_{n}"]
+            cols[f"room__{name}_at_duration_{n}"] = rate + log_minutes
+    listed = cols.pop("room__products_mean_20")
+    cols["room__products_ratio"] = np.log1p(n_skus) - listed
     by_band = state.band.lookup([room, band], t)
     cols["room__band_viewers_mean_10"] = by_band[:, 0]
     cols["room__band_gmv_mean_10"] = by_band[:, 1]
@@ -972,7 +1030,6 @@ def room_columns(inputs: SessionInputs, state: RoomHistory, top_category: np.nda
     with np.errstate(divide="ignore", invalid="ignore"):
         cols["room__host_share"] = np.where(n_sessions > 0, host_n / n_sessions, np.nan)
     cols["room__host_gmv_dev"] = state.host_outcome.lookup([room, host], t)[:, 0]
-    planned = inputs.numeric["planned_duration_min"]
     median = plan["duration_median"]
     with np.errstate(divide="ignore", invalid="ignore"):
         cols["room__duration_ratio"] = np.where(median > 0, planned / median, np.nan)
@@ -1058,15 +1115,20 @@ def session_columns(
     skus: SkuList,
 ) -> Columns:
     """All six feature families for ``inputs`` (positional order): the one definition of
-    every feature, for training frames, plan frames and the service's model matrix."""
-    mix = mix_columns(summary)
+    every feature, for training frames, plan frames and the service's model matrix.
+
+    A session without product rows or a mix summary still has a product count when its table
+    states ``n_products`` (an export's count of listed products): ``mix__n_skus`` reads it."""
+    stated = inputs.numeric["n_products"]
+    n_skus = np.where(np.isnan(summary["n_skus"]), stated, summary["n_skus"])
+    mix = mix_columns({**summary, "n_skus": n_skus})
     cols: Columns = {}
     cols.update(topic_columns(inputs.session_type, inputs.title))
     cols.update(slot_columns(inputs.local, inputs.numeric["planned_duration_min"]))
     cols.update(mix)
     cols.update(promo_columns(inputs.numeric, mix))
     cols.update(warmup_columns(inputs.numeric))
-    cols.update(room_columns(inputs, rooms, mix["mix__top_category"]))
+    cols.update(room_columns(inputs, rooms, mix["mix__top_category"], n_skus))
     cols.update(sku_columns(inputs, skus, sku_state))
     return cols
 

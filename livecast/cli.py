@@ -277,6 +277,19 @@ def _print_breakdowns(preds: Any, top: int = 10) -> None:
             console.print(table)
 
 
+def _print_served(result: Any) -> None:
+    """The model choice and what serves each target."""
+    sel = result.selection
+    table = Table("target", "chosen model", "served by", "served WAPE", "best baseline",
+                  title="model choice and served forecast")  # fmt: skip
+    for t, v in result.served.items():
+        chosen = sel.chosen.get(t, "-") if sel is not None else "-"
+        flag = " (loses)" if v["loses_to_baseline"] else ""
+        table.add_row(t, chosen, v["source"], _cell(v["wape"]) + flag,
+                      f"{v['best_baseline']} {_cell(v['best_baseline_wape'])}")  # fmt: skip
+    console.print(table)
+
+
 def _load_params(params: Path | None, seed: int) -> Any:
     from training.tune import load_params
 
@@ -316,6 +329,7 @@ def backtest(
     _print_metrics(result.metrics)
     _print_bars(result.metrics, oracle=ds.truth is not None)
     _print_breakdowns(result.predictions)
+    _print_served(result)
     console.print(
         f"report: {paths['report']}  metrics: {paths['metrics']}  breakdown: {paths['breakdown']}"
     )

@@ -89,6 +89,7 @@ class PlanScorer:
                 item[t] = {q: float(pred[f"{t}_{q}"][i]) for q in ("p10", "p50", "p90")}
             item["conversion"] = float(pred["conversion_p50"][i])
             item["aov"] = float(pred["aov_p50"][i])
+            item["sources"] = {t: fc.models[t].source for t in targets}
             explanation = explained[i]
             if explanation is not None:
                 item["explanation"] = _explanation(explanation)

@@ -130,6 +130,11 @@ class PlanForecast(BaseModel):
     gmv: Interval
     conversion: NonNeg = Field(description="orders P50 / viewers P50.")
     aov: NonNeg = Field(description="GMV P50 / orders P50 (currency per order).")
+    sources: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per target, what forecasts it: 'model', or 'baseline:history_only' when "
+        "the backtest found the model losing to that baseline (never worse than a spreadsheet).",
+    )
     explanation: Explanation | None = Field(None, description="Absent when drivers=false.")
 
 

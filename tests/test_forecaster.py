@@ -19,7 +19,9 @@ from training.bundle import load_bundle, save_bundle
 from training.models import ForecastParams, fit_forecaster
 from training.predict import score_plans
 
-FAST = ForecastParams(learning_rate=0.1, max_rounds=300, early_stopping_rounds=20, num_threads=2)
+FAST = ForecastParams(
+    learning_rate=0.1, max_rounds=300, early_stopping_rounds=20, num_threads=2, select=False
+)
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,10 @@ from training.pyfunc import plain_frame
 from training.registry import CHALLENGER, CHAMPION, alias_version, model_name, run_data
 from training.train import train
 
-GOOD = ForecastParams(learning_rate=0.1, max_rounds=300, early_stopping_rounds=20)
-WORSE = ForecastParams(learning_rate=0.02, max_rounds=10, early_stopping_rounds=5, num_leaves=4)
+GOOD = ForecastParams(learning_rate=0.1, max_rounds=300, early_stopping_rounds=20, select=False)
+WORSE = ForecastParams(
+    learning_rate=0.02, max_rounds=10, early_stopping_rounds=5, num_leaves=4, select=False
+)
 
 
 def _cand(train_id, viewers, gmv, sig="s"):

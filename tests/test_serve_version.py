@@ -19,7 +19,12 @@ from training.train import train
 
 runner = CliRunner()
 FAST = ForecastParams(
-    learning_rate=0.2, num_leaves=8, max_rounds=30, early_stopping_rounds=5, num_threads=1
+    learning_rate=0.2,
+    num_leaves=8,
+    max_rounds=30,
+    early_stopping_rounds=5,
+    num_threads=1,
+    select=False,
 )
 
 

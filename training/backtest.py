@@ -17,6 +17,7 @@ import pandas as pd
 from training.baselines import slot_mean, trailing_mean, with_fallback
 from training.metrics import interval_metrics, point_metrics
 from training.models import TARGETS, ForecastParams, fit_forecaster
+from training.selection import Selection, select_params
 
 METHODS = ("model", "trailing_mean", "slot_mean", "history_only", "oracle")
 TRUTH_COLUMNS = {"viewers": "expected_viewers", "orders": "expected_orders", "gmv": "expected_gmv"}
@@ -27,6 +28,12 @@ class BacktestResult:
     metrics: dict[str, dict[str, dict[str, Any]]]
     predictions: pd.DataFrame
     cuts: list[pd.Timestamp]
+    selection: Selection | None = None
+
+    @property
+    def served(self) -> dict[str, dict[str, Any]]:
+        """Per target, what serves it and how that did (see :func:`served`)."""
+        return served(self.metrics)
 
 
 def make_cuts(
@@ -63,10 +70,14 @@ def run_backtest(
     targets: tuple[str, ...] = TARGETS,
     baselines: bool = True,
     windows: list[tuple[pd.Timestamp, pd.Timestamp]] | None = None,
+    selection: Selection | None = None,
 ) -> BacktestResult:
     """Backtest on a training frame (``training.data.training_frame``).
 
     ``windows`` (from :func:`make_cuts`) overrides ``folds`` / ``horizon_days`` / ``cut``.
+    Each target's settings are chosen once, on data before the first cut
+    (:func:`training.selection.select_params`), and used in every fold; ``selection`` reuses
+    an earlier choice instead.
     """
     from features.sessions import feature_families
 
@@ -75,6 +86,11 @@ def run_backtest(
     if windows is None:
         windows = make_cuts(frame["start_time"], folds, horizon_days, cut)
     room_features = feature_families(frame.columns)["room"]
+    if selection is None:
+        span = (windows[0][1] - windows[0][0]).days if cut is None else horizon_days
+        selection = select_params(
+            frame, params, before=windows[0][0], horizon_days=max(span, 1), targets=targets
+        )
     trailing = {t: trailing_mean(frame, t) for t in targets} if baselines else {}
     if truth is not None:
         truth = truth.set_index("session_id")
@@ -84,9 +100,11 @@ def run_backtest(
         test = frame[(frame["start_time"] >= c) & (frame["start_time"] < end)]
         if len(test) == 0:
             continue
-        model = fit_forecaster(train, params, targets=targets)
+        model = fit_forecaster(train, params, targets=targets, per_target=selection.params)
         pred = model.predict(test)
-        part = test[["session_id", "room_id", "start_time", "hour_band", *targets]].copy()
+        keys = ["session_id", "room_id", "start_time", "hour_band", *targets]
+        keys += [c for c in ("host_id", "planned_duration_min") if c in test.columns]
+        part = test[keys].copy()
         part["fold"] = fold
         part["cut"] = c
         part["cold_start"] = pred["cold_start"].to_numpy()
@@ -111,7 +129,9 @@ def run_backtest(
     if not parts:
         raise ValueError("the backtest windows hold no sessions")
     preds = pd.concat(parts, ignore_index=True)
-    return BacktestResult(compute_metrics(preds, targets), preds, [w[0] for w in windows])
+    return BacktestResult(
+        compute_metrics(preds, targets), preds, [w[0] for w in windows], selection
+    )
 
 
 def compute_metrics(preds: pd.DataFrame, targets: tuple[str, ...] = TARGETS) -> dict:
@@ -185,3 +205,41 @@ def room_size_band(followers: pd.Series) -> pd.Series:
     edges = [0, 1e4, 1e5, 1e6, np.inf]
     labels = ["<10k", "10k-100k", "100k-1M", ">=1M"]
     return pd.cut(followers.fillna(0), edges, labels=labels, right=False)
+
+
+SERVABLE_BASELINE = "history_only"
+"""The baseline the bundle can carry and the service can score: the plain LightGBM on the
+room family (the same feature matrix, its columns only)."""
+
+
+def choose_source(metrics: dict, target: str) -> str:
+    """``model``, or ``baseline:history_only`` when the model's backtest WAPE is above the
+    best baseline's and the history-only model did better than the model.
+
+    A spreadsheet rule (trailing or slot mean) that beats both is reported by :func:`served`
+    (``loses_to_baseline``), and ``livecast promote`` refuses such a candidate."""
+    model = metrics[target]["model"]["wape"]
+    _, best = best_baseline(metrics, target)
+    hist = (metrics[target].get(SERVABLE_BASELINE) or {}).get("wape")
+    if model is None or model <= best or hist is None or hist >= model:
+        return "model"
+    return f"baseline:{SERVABLE_BASELINE}"
+
+
+def served(metrics: dict) -> dict[str, dict[str, Any]]:
+    """Per target: ``source`` (:func:`choose_source`), the served forecast's backtest WAPE,
+    the best baseline and its WAPE, and whether the served forecast loses to it."""
+    out = {}
+    for t in metrics:
+        source = choose_source(metrics, t)
+        method = "model" if source == "model" else source.split(":", 1)[1]
+        value = metrics[t][method]["wape"]
+        name, best = best_baseline(metrics, t)
+        out[t] = {
+            "source": source,
+            "wape": value,
+            "best_baseline": name,
+            "best_baseline_wape": best,
+            "loses_to_baseline": bool(value is not None and value > best),
+        }
+    return out

@@ -16,10 +16,13 @@ def training_frame(sessions: pd.DataFrame, products: pd.DataFrame) -> pd.DataFra
     are joined here, by session id, only as labels.
     """
     frame = build_session_features(sessions, products)
-    labels = sessions.set_index("session_id")[list(OUTCOMES)]
+    labels = sessions.set_index("session_id")[[*OUTCOMES, "host_id", "planned_duration_min"]]
     labels = labels.reindex(frame["session_id"]).reset_index(drop=True)
     frame = frame.reset_index(drop=True)
     for col in OUTCOMES:
         frame[col] = labels[col].to_numpy(dtype=float)
+    # for the report's error breakdowns (not features: no column of a family prefix)
+    frame["host_id"] = labels["host_id"].astype(str).to_numpy()
+    frame["planned_duration_min"] = labels["planned_duration_min"].to_numpy(dtype=float)
     frame["hour_band"] = frame["slot__hour_band"].astype(str)
     return frame

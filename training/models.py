@@ -38,7 +38,7 @@ import functools
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import lightgbm as lgb
 import numpy as np
@@ -56,10 +56,27 @@ COLD_START_KEEP: tuple[str, ...] = ("room__platform", "room__main_category", "ro
 SKU_NO_RECORD: tuple[str, ...] = ("room__sku_hist_units", "room__sku_hist_share")
 
 
+Objective = Literal["log_l2", "tweedie", "poisson"]
+OBJECTIVES: tuple[str, ...] = ("log_l2", "tweedie", "poisson")
+_LGB_OBJECTIVE = {"log_l2": "regression", "tweedie": "tweedie", "poisson": "poisson"}
+
+
 class ForecastParams(BaseModel):
     """LightGBM settings of one target model (the Optuna search space tunes these)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    objective: Objective = Field(
+        "log_l2",
+        description="log_l2: squared error on log1p(target) (the median of a lognormal-like "
+        "outcome); tweedie / poisson: the raw target with a log link (the mean; zero outcomes "
+        "are ordinary values, not log1p(0) outliers).",
+    )
+    select: bool = Field(
+        True,
+        description="Choose objective, base and capacity per target by a time-ordered "
+        "validation inside the training period (training.selection).",
+    )
 
     learning_rate: float = Field(0.08, gt=0, le=0.5)
     num_leaves: int = Field(31, ge=4, le=512)
@@ -83,7 +100,7 @@ class ForecastParams(BaseModel):
 
     def lgb_params(self) -> dict[str, Any]:
         return {
-            "objective": "regression",
+            "objective": _LGB_OBJECTIVE[self.objective],
             "learning_rate": self.learning_rate,
             "num_leaves": self.num_leaves,
             "min_data_in_leaf": self.min_data_in_leaf,
@@ -277,6 +294,11 @@ class LogLinear:
         )
 
 
+def _log1p_exp(raw: np.ndarray) -> np.ndarray:
+    """log1p(exp(raw)) without overflow: a log-link score as a log1p forecast."""
+    return np.logaddexp(0.0, raw)
+
+
 def _log1p_where(A: np.ndarray, mask: np.ndarray) -> np.ndarray:
     out = A.copy()
     out[:, mask] = np.log1p(np.clip(A[:, mask], 0, None))
@@ -301,6 +323,19 @@ class TargetModel:
     offsets_cold: tuple[float, float, float]
     best_iteration: int
     base: LogLinear | None = None
+    objective: str = "log_l2"
+    columns: tuple[int, ...] | None = None
+    """Positions (in the forecaster's feature list) this model reads; None: all of them. A
+    baseline that stands in for the model (``source``) reads the room family only."""
+    source: str = "model"
+    """``model``, or ``baseline:<name>`` when the backtest found the model losing to that
+    baseline and the baseline serves this target instead."""
+
+    def _input(self, X: pd.DataFrame | np.ndarray) -> pd.DataFrame | np.ndarray:
+        if self.columns is None:
+            return X
+        idx = list(self.columns)
+        return X.iloc[:, idx] if isinstance(X, pd.DataFrame) else np.asarray(X)[:, idx]
 
     def meta(self) -> dict[str, Any]:
         """Everything but the booster, as JSON-ready values (see :meth:`from_meta`)."""
@@ -309,6 +344,9 @@ class TargetModel:
             "offsets_cold": list(self.offsets_cold),
             "best_iteration": self.best_iteration,
             "base": None if self.base is None else self.base.to_dict(),
+            "objective": self.objective,
+            "columns": None if self.columns is None else list(self.columns),
+            "source": self.source,
         }
 
     @classmethod
@@ -322,26 +360,44 @@ class TargetModel:
             tuple(meta["offsets_cold"]),  # type: ignore[arg-type]
             int(meta["best_iteration"]),
             None if base is None else LogLinear.from_dict(base),
+            str(meta.get("objective", "log_l2")),
+            None if meta.get("columns") is None else tuple(int(c) for c in meta["columns"]),
+            str(meta.get("source", "model")),
         )
 
     def predict_log(
         self, X: pd.DataFrame | np.ndarray, num_threads: int = 0, num_iteration: int | None = None
     ) -> np.ndarray:
-        """The log1p forecast: the base plus the trees (the first ``num_iteration`` of them)."""
+        """The log1p forecast: the base plus the trees (the first ``num_iteration`` of them).
+
+        A tweedie / poisson model's raw score is log(mean); it is returned as log1p(mean)."""
         kwargs: dict[str, Any] = {"num_threads": num_threads} if num_threads else {}
         if num_iteration is not None:
             kwargs["num_iteration"] = num_iteration
-        trees = np.asarray(self.booster.predict(X, **kwargs), dtype=float)
-        return trees if self.base is None else trees + self.base.predict(X)
+        X = self._input(X)
+        trees = np.asarray(self.booster.predict(X, raw_score=True, **kwargs), dtype=float)
+        raw = trees if self.base is None else trees + self.base.predict(X)
+        return raw if self.objective == "log_l2" else _log1p_exp(raw)
 
     def contributions(self, X: pd.DataFrame | np.ndarray, num_threads: int = 0) -> np.ndarray:
         """Per row: each feature's log contribution (trees plus base), then the baseline (the
         average log forecast before any feature is known); a row sums to :meth:`predict_log`."""
         kwargs = {"num_threads": num_threads} if num_threads else {}
+        width = X.shape[1]
+        X = self._input(X)
         contrib = np.asarray(self.booster.predict(X, pred_contrib=True, **kwargs), dtype=float)
         if self.base is not None:
             contrib[:, :-1] += self.base.contributions(X)
             contrib[:, -1] += self.base.intercept
+        if self.objective != "log_l2":
+            # log link: the row sums to log(mean); the baseline takes log1p(mean) - log(mean)
+            raw = contrib.sum(axis=1)
+            contrib[:, -1] += _log1p_exp(raw) - raw
+        if self.columns is not None:  # back onto the forecaster's feature positions
+            full = np.zeros((contrib.shape[0], width + 1))
+            full[:, list(self.columns)] = contrib[:, :-1]
+            full[:, -1] = contrib[:, -1]
+            contrib = full
         return contrib
 
     def quantiles(self, log_pred: np.ndarray, cold: np.ndarray) -> np.ndarray:
@@ -467,10 +523,13 @@ def _dataset(
     y: np.ndarray,
     base: LogLinear | None,
     reference: lgb.Dataset | None = None,
+    objective: str = "log_l2",
 ) -> lgb.Dataset:
-    """Trees boost from the base's forecast (``init_score``), if any."""
+    """Trees boost from the base's forecast (``init_score``), if any. ``y`` is log1p(target);
+    a tweedie / poisson model learns the raw target (its log link starts from the base)."""
     init = None if base is None else base.predict(X)
-    return lgb.Dataset(X, label=y, init_score=init, reference=reference, free_raw_data=False)
+    label = y if objective == "log_l2" else np.expm1(y)
+    return lgb.Dataset(X, label=label, init_score=init, reference=reference, free_raw_data=False)
 
 
 def _fit_base(X: pd.DataFrame, y: np.ndarray, params: ForecastParams) -> LogLinear | None:
@@ -496,6 +555,44 @@ def _augment(X: pd.DataFrame, y: np.ndarray, share: float, seed: int):
     return pd.concat([X, masked], ignore_index=True), np.concatenate([y, y[pick]])
 
 
+def _early_stopped(
+    target: str, X: pd.DataFrame, y: np.ndarray, params: ForecastParams
+) -> TargetModel:
+    """Base and trees on the first 90 % of ``X`` (time order, ``y`` in log1p), the number of
+    trees early-stopped on the last 10 %; no calibration (offsets 0)."""
+    n_val = max(1, int(0.1 * len(X)))
+    X_fit, y_fit = _augment(X.iloc[:-n_val], y[:-n_val], params.cold_start_share, params.seed)
+    base = _fit_base(X_fit, y_fit, params)
+    obj = params.objective
+    dtrain = _dataset(X_fit, y_fit, base, objective=obj)
+    dval = _dataset(X.iloc[-n_val:], y[-n_val:], base, dtrain, obj)
+    booster = lgb.train(
+        params.lgb_params(),
+        dtrain,
+        num_boost_round=params.max_rounds,
+        valid_sets=[dval],
+        callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False)],
+    )
+    best = max(1, booster.best_iteration or params.max_rounds)
+    return TargetModel(target, booster, (0.0,) * 3, (0.0,) * 3, best, base, obj)
+
+
+def fit_candidate(
+    train: pd.DataFrame,
+    target: str,
+    features: list[str],
+    vocab: dict[str, tuple[str, ...]],
+    params: ForecastParams,
+) -> TargetModel:
+    """One early-stopped fit of a target on ``train`` (no calibration, no refit): what model
+    selection scores. Raises ``ValueError`` below 50 rows with outcomes."""
+    data = train[train[target].notna()].sort_values(["start_time", "session_id"])
+    if len(data) < 50:
+        raise ValueError(f"{target}: only {len(data)} rows with outcomes; need at least 50")
+    X = apply_vocab(data[features], vocab).reset_index(drop=True)
+    return _early_stopped(target, X, np.log1p(data[target].to_numpy(dtype=float)), params)
+
+
 def _fit_target(
     train: pd.DataFrame,
     target: str,
@@ -514,30 +611,13 @@ def _fit_target(
     if in_cal.mean() > 0.5 or in_cal.sum() < 20:  # short history: calibrate on the last 20 %
         in_cal = np.zeros(len(data), dtype=bool)
         in_cal[int(0.8 * len(data)) :] = True
-    fit_idx = np.flatnonzero(~in_cal)
-    n_val = max(1, int(0.1 * len(fit_idx)))
-    inner_fit, inner_val = fit_idx[:-n_val], fit_idx[-n_val:]
+    start = _early_stopped(target, X_all.iloc[np.flatnonzero(~in_cal)], y_all[~in_cal], params)
+    best, _base_fit, obj = start.best_iteration, start.base, params.objective
     lgb_params = params.lgb_params()
-
-    X_fit, y_fit = _augment(
-        X_all.iloc[inner_fit], y_all[inner_fit], params.cold_start_share, params.seed
-    )
-    base_fit = _fit_base(X_fit, y_fit, params)
-    dtrain = _dataset(X_fit, y_fit, base_fit)
-    dval = _dataset(X_all.iloc[inner_val], y_all[inner_val], base_fit, reference=dtrain)
-    first = lgb.train(
-        lgb_params,
-        dtrain,
-        num_boost_round=params.max_rounds,
-        valid_sets=[dval],
-        callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False)],
-    )
-    best = max(1, first.best_iteration or params.max_rounds)
 
     # conformal offsets: the early-stopped model has never seen the calibration window
     X_cal, y_cal = X_all[in_cal], y_all[in_cal]
     X_cal_cold = mask_room_history(X_cal)
-    start = TargetModel(target, first, (0.0,) * 3, (0.0,) * 3, best, base_fit)
     resid_warm = y_cal - start.predict_log(X_cal, num_iteration=best)
     resid_cold = y_cal - start.predict_log(X_cal_cold, num_iteration=best)
     offsets_warm = _offsets(resid_warm)
@@ -551,8 +631,10 @@ def _fit_target(
 
     X_final, y_final = _augment(X_all, y_all, params.cold_start_share, params.seed)
     base = _fit_base(X_final, y_final, params)
-    final = lgb.train(lgb_params, _dataset(X_final, y_final, base), num_boost_round=best)
-    return TargetModel(target, final, offsets_warm, offsets_cold, best, base)
+    final = lgb.train(
+        lgb_params, _dataset(X_final, y_final, base, objective=obj), num_boost_round=best
+    )
+    return TargetModel(target, final, offsets_warm, offsets_cold, best, base, obj)
 
 
 def _offsets(resid: np.ndarray) -> tuple[float, float, float]:
@@ -568,16 +650,20 @@ def fit_forecaster(
     targets: tuple[str, ...] = TARGETS,
     features: list[str] | None = None,
     vocab: dict[str, tuple[str, ...]] | None = None,
+    per_target: dict[str, ForecastParams] | None = None,
 ) -> Forecaster:
     """Fit one model per target on a feature frame joined with its outcome columns.
 
     ``train`` holds ``session_id``, ``start_time``, feature columns and the target columns.
     ``features`` restricts the inputs (the history-only baseline uses the room family alone).
+    ``per_target`` gives a target its own settings (the model choice of
+    :mod:`training.selection`); other targets use ``params``.
     """
     from features.sessions import CATEGORICAL_VOCAB
 
     params = params or ForecastParams()
+    per_target = per_target or {}
     features = features or feature_columns(train)
     vocab = {k: v for k, v in (vocab or CATEGORICAL_VOCAB).items() if k in features}
-    models = {t: _fit_target(train, t, features, vocab, params) for t in targets}
+    models = {t: _fit_target(train, t, features, vocab, per_target.get(t, params)) for t in targets}
     return Forecaster(models, list(features), vocab, params)

@@ -31,6 +31,7 @@ def score_plans(
             item["conversion"] = float(row["conversion_p50"])
         if "aov_p50" in row:
             item["aov"] = float(row["aov_p50"])
+        item["sources"] = {t: m.source for t, m in fc.models.items()}
         if explained[i] is not None:
             item["explanation"] = explained[i]
         item["model"] = {

@@ -58,6 +58,8 @@ class Candidate:
     bundle: str
     params: dict[str, str] = field(default_factory=dict)
     gate: Gate = FORECASTER_GATE
+    baseline: dict[str, float] = field(default_factory=dict)
+    """Per target, the best baseline's backtest WAPE (forecaster runs that log it)."""
 
     @property
     def score(self) -> float:
@@ -77,9 +79,14 @@ def _describe(versions: dict[str, Any], uri: str, gate: Gate = FORECASTER_GATE) 
     scores: dict[str, float] = {}
     sig = bundle = train_id = ""
     params: dict[str, str] = {}
+    baseline: dict[str, float] = {}
     for target, mv in versions.items():
         params, metrics, tags = run_data(mv.run_id, uri)
-        scores[target] = float(metrics[gate.metric])
+        # what the bundle serves (the model, or a baseline standing in for it)
+        served = "served_wape" if gate.metric == "model_wape" else gate.metric
+        scores[target] = float(metrics.get(served, metrics[gate.metric]))
+        if "best_baseline_wape" in metrics:
+            baseline[target] = float(metrics["best_baseline_wape"])
         sig, bundle, train_id = tags["fold_signature"], tags["bundle"], tags["train_id"]
     return Candidate(
         train_id,
@@ -89,6 +96,7 @@ def _describe(versions: dict[str, Any], uri: str, gate: Gate = FORECASTER_GATE) 
         bundle,
         params,
         gate,
+        baseline,
     )
 
 
@@ -119,6 +127,13 @@ def candidate_versions(
 
 def decide(candidate: Candidate, champion: Candidate | None) -> tuple[bool, str]:
     """The gate itself (pure): promote only a strictly better candidate on the same folds."""
+    losing = [
+        f"{t} WAPE {candidate.scores[t]:.4f} vs baseline {candidate.baseline[t]:.4f}"
+        for t in candidate.versions
+        if t in candidate.baseline and candidate.scores[t] > candidate.baseline[t]
+    ]
+    if losing:
+        return False, "candidate loses to a spreadsheet baseline (" + ", ".join(losing) + ")"
     if champion is None:
         return True, "no champion yet: the first candidate becomes champion"
     if champion.train_id == candidate.train_id:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from features.io import Dataset
-from training.backtest import BacktestResult, run_backtest
+from training.backtest import SERVABLE_BASELINE, BacktestResult, run_backtest
 from training.bundle import save_bundle
 from training.data import training_frame
 from training.models import TARGETS, Forecaster, ForecastParams, fit_forecaster
@@ -65,6 +66,25 @@ def importance_table(forecaster: Forecaster, target: str) -> pd.DataFrame:
     return df.sort_values("gain", ascending=False, ignore_index=True)
 
 
+def serve_baseline(
+    forecaster: Forecaster, frame: pd.DataFrame, params: ForecastParams, targets: tuple[str, ...]
+) -> None:
+    """Replace the models of ``targets`` by the history-only baseline (the plain LightGBM on the
+    room family, as backtested), fitted on ``frame`` and reading only the room columns."""
+    from features.sessions import feature_families
+
+    room = feature_families(forecaster.features)["room"]
+    plain = params.model_copy(update={"base": False, "objective": "log_l2", "select": False})
+    hist = fit_forecaster(frame, plain, targets=targets, features=room)
+    position = {c: i for i, c in enumerate(forecaster.features)}
+    columns = tuple(position[c] for c in hist.features)
+    for t in targets:
+        m = hist.models[t]
+        forecaster.models[t] = dataclasses.replace(
+            m, columns=columns, source=f"baseline:{SERVABLE_BASELINE}"
+        )
+
+
 def train(
     ds: Dataset,
     *,
@@ -88,7 +108,11 @@ def train(
     train_id = train_id_for(signature, params)
     report_dir = Path(report_dir)
     write_report(bt, report_dir, title=f"livecast backtest ({train_id})")
-    forecaster = fit_forecaster(frame, params)
+    forecaster = fit_forecaster(frame, params, per_target=bt.selection.params)
+    served = bt.served
+    fallback = [t for t in forecaster.models if served[t]["source"] != "model"]
+    if fallback:
+        serve_baseline(forecaster, frame, params, tuple(fallback))
     forecaster.metadata.update(
         {
             "train_id": train_id,
@@ -96,6 +120,8 @@ def train(
             "folds": folds,
             "horizon_days": horizon_days,
             "backtest": bt.metrics,
+            "served": served,
+            "model_choice": bt.selection.record() if bt.selection else None,
             "trained_until": str(frame["start_time"].max()),
             "n_train": len(frame),
         }
@@ -115,8 +141,16 @@ def train(
                 target=target,
                 booster=forecaster.models[target].booster,
                 params={**params.model_dump(), "folds": folds, "horizon_days": horizon_days},
-                metrics=flat_metrics(bt.metrics, target),
+                metrics={
+                    **flat_metrics(bt.metrics, target),
+                    "served_wape": float(served[target]["wape"]),
+                    "best_baseline_wape": float(served[target]["best_baseline_wape"]),
+                },
                 tags={
+                    "source": served[target]["source"],
+                    "model_choice": str(
+                        bt.selection.chosen.get(target, "-") if bt.selection else "-"
+                    ),
                     "train_id": train_id,
                     "fold_signature": signature,
                     "bundle": bundle_dir.name,

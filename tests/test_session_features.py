@@ -448,6 +448,20 @@ def test_three_session_toy_room_by_hand():
     lv = np.log1p(v[:2])
     assert third["room__viewers_mean_5"] == pytest.approx(lv.mean())
     assert third["room__viewers_mean_20"] == pytest.approx(lv.mean())
+    # per-minute history: the skipped session (no outcomes) is not in it
+    rate_v = lv - np.log([100.0, 200.0])
+    rate_g = np.log1p(g[:2]) - np.log([100.0, 200.0])
+    assert third["room__viewers_per_min_5"] == pytest.approx(rate_v.mean())
+    assert third["room__gmv_per_min_20"] == pytest.approx(rate_g.mean())
+    assert third["room__viewers_at_duration_5"] == pytest.approx(rate_v.mean() + np.log(400.0))
+    assert third["room__gmv_at_duration_20"] == pytest.approx(rate_g.mean() + np.log(400.0))
+    # product rows: t1 listed 1 SKU, t2 2; t3 lists none, so its ratio is missing
+    logs_listed = np.log1p([1.0, 2.0])
+    assert third["room__gmv_per_product_20"] == pytest.approx(
+        (np.log1p(g[:2]) - logs_listed).mean()
+    )
+    assert np.isnan(third["room__products_ratio"])
+    assert f.loc["t2", "room__products_ratio"] == pytest.approx(np.log1p(2.0) - np.log1p(1.0))
     assert third["room__gmv_mean_5"] == pytest.approx(np.log1p(g[:2]).mean())
     assert third["room__viewers_last"] == pytest.approx(np.log1p(v[1]))
     assert third["room__conversion_mean_20"] == pytest.approx((o[0] / v[0] + o[1] / v[1]) / 2)

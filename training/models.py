@@ -577,6 +577,17 @@ def _early_stopped(
     return TargetModel(target, booster, (0.0,) * 3, (0.0,) * 3, best, base, obj)
 
 
+def _target_rows(
+    train: pd.DataFrame, target: str, features: list[str], vocab: dict[str, tuple[str, ...]]
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """The rows with a known ``target`` in time order, their model input and log1p target."""
+    data = train[train[target].notna()].sort_values(["start_time", "session_id"])
+    if len(data) < 50:
+        raise ValueError(f"{target}: only {len(data)} rows with outcomes; need at least 50")
+    X = apply_vocab(data[features], vocab).reset_index(drop=True)
+    return data, X, np.log1p(data[target].to_numpy(dtype=float))
+
+
 def fit_candidate(
     train: pd.DataFrame,
     target: str,
@@ -586,11 +597,8 @@ def fit_candidate(
 ) -> TargetModel:
     """One early-stopped fit of a target on ``train`` (no calibration, no refit): what model
     selection scores. Raises ``ValueError`` below 50 rows with outcomes."""
-    data = train[train[target].notna()].sort_values(["start_time", "session_id"])
-    if len(data) < 50:
-        raise ValueError(f"{target}: only {len(data)} rows with outcomes; need at least 50")
-    X = apply_vocab(data[features], vocab).reset_index(drop=True)
-    return _early_stopped(target, X, np.log1p(data[target].to_numpy(dtype=float)), params)
+    _, X, y = _target_rows(train, target, features, vocab)
+    return _early_stopped(target, X, y, params)
 
 
 def _fit_target(
@@ -600,11 +608,7 @@ def _fit_target(
     vocab: dict[str, tuple[str, ...]],
     params: ForecastParams,
 ) -> TargetModel:
-    data = train[train[target].notna()].sort_values(["start_time", "session_id"])
-    if len(data) < 50:
-        raise ValueError(f"{target}: only {len(data)} rows with outcomes; need at least 50")
-    X_all = apply_vocab(data[features], vocab).reset_index(drop=True)
-    y_all = np.log1p(data[target].to_numpy(dtype=float))
+    data, X_all, y_all = _target_rows(train, target, features, vocab)
     times = data["start_time"].reset_index(drop=True)
     cal_start = times.max() - pd.Timedelta(days=params.calibration_days)
     in_cal = (times >= cal_start).to_numpy()

@@ -108,6 +108,16 @@ CATEGORICAL_VOCAB: dict[str, tuple[str, ...]] = {
 }
 """Fixed vocabularies of the categorical feature columns (saved with a model bundle)."""
 
+IDENTITY_COLUMN = "room__identity"
+"""The room id as a categorical input: a room's own level, for datasets with few rooms and many
+sessions each. It is not a default model input (:func:`feature_columns` leaves it out); model
+choice adds it where it wins (``training.selection``). Its vocabulary is the training rooms
+(saved with the bundle); a room outside it reads as missing, which is what the model learnt
+for rooms without identity (new rooms, and the masked cold-start copies of training rows)."""
+
+OPEN_VOCAB: frozenset[str] = frozenset({IDENTITY_COLUMN})
+"""Categorical columns whose values outside the saved vocabulary are missing, not an error."""
+
 _NS_PER_DAY = 86_400 * 10**9
 
 
@@ -143,12 +153,19 @@ def feature_families(columns: Iterable[object]) -> dict[str, list[str]]:
 
 
 def feature_columns(frame: pd.DataFrame) -> list[str]:
-    """The feature columns of ``frame``: family order (:data:`FAMILIES`), then column order.
+    """The default model inputs of ``frame``: family order (:data:`FAMILIES`), then column order.
 
-    Keys, outcomes and any other column without a family prefix are left out.
+    Keys, outcomes, any other column without a family prefix and the room identity
+    (:data:`IDENTITY_COLUMN`, an input only where model choice adds it) are left out.
     """
     fams = feature_families(frame.columns)
-    return [c for f in FAMILIES for c in fams[f]]
+    return [c for f in FAMILIES for c in fams[f] if c != IDENTITY_COLUMN]
+
+
+def history_columns(columns: Iterable[object]) -> list[str]:
+    """The room family's default inputs among ``columns`` (no identity): what the history-only
+    baseline reads."""
+    return [c for c in feature_families(columns)["room"] if c != IDENTITY_COLUMN]
 
 
 def apply_vocab(
@@ -157,7 +174,8 @@ def apply_vocab(
     """Cast the vocabulary columns present in ``frame`` to ``category`` with exactly that vocab.
 
     Missing values stay missing. Raises :class:`UnknownCategoryError` when a value is outside the
-    vocabulary (LightGBM would otherwise read it silently as missing). Returns a copy.
+    vocabulary (LightGBM would otherwise read it silently as missing), except in the
+    :data:`OPEN_VOCAB` columns, where it becomes missing. Returns a copy.
     """
     out = frame.copy()
     for col, allowed in vocab.items():
@@ -168,8 +186,10 @@ def apply_vocab(
             values = values.astype(object)
         seen = pd.unique(values[values.notna()].astype(str))
         unknown = set(seen) - set(allowed)
-        if unknown:
+        if unknown and col not in OPEN_VOCAB:
             raise UnknownCategoryError(col, unknown, allowed)
+        if unknown:
+            values = values.where(~values.astype(str).isin(unknown))
         out[col] = pd.Series(pd.Categorical(values, categories=list(allowed)), index=out.index)
     return out
 
@@ -1001,7 +1021,8 @@ def room_columns(
     ``room__followers`` is
     the session's ``followers_at_start``, else the room's last known value;
     ``room__main_category`` is the most frequent SKU category of earlier sessions, else the
-    plan's ``room_category``, else the session's ``top_category``.
+    plan's ``room_category``, else the session's ``top_category``. :data:`IDENTITY_COLUMN` is
+    the room id itself (text; a model that reads it casts it with its saved vocabulary).
     """
     room, t = inputs.room_id, inputs.t
     band = _HOUR_BAND_CODE[_local_hour(inputs.local)]
@@ -1041,6 +1062,7 @@ def room_columns(
     cats = np.array(CATEGORIES, dtype=object)
     learnt = np.asarray(np.where(known, cats[np.where(known, code, 0).astype(int)], None))
     cols["room__main_category"] = _coalesce(learnt, inputs.room_category, top_category)
+    cols[IDENTITY_COLUMN] = np.asarray(room, dtype=object)
     return cols
 
 
@@ -1143,7 +1165,10 @@ def _frame(inputs: SessionInputs, start_time: pd.Series, cols: Columns) -> pd.Da
         }
     )
     features = pd.DataFrame(
-        {c: v if c in CATEGORICAL_VOCAB else v.astype("float64") for c, v in cols.items()},
+        {
+            c: v if c in CATEGORICAL_VOCAB or c in OPEN_VOCAB else v.astype("float64")
+            for c, v in cols.items()
+        },
         index=keys.index,
     )
     return apply_vocab(pd.concat([keys, features], axis=1))
@@ -1294,7 +1319,8 @@ def model_matrix(
 ) -> np.ndarray:
     """The model input as a float64 numpy matrix: ``features`` in order, categoricals as codes
     of ``vocab`` (missing -> NaN). Raises :class:`UnknownCategoryError` for a value outside
-    the vocabulary (LightGBM would read it silently as missing)."""
+    the vocabulary (LightGBM would read it silently as missing); in the :data:`OPEN_VOCAB`
+    columns such a value is missing."""
     out = np.empty((len(cols[features[0]]) if features else 0, len(features)))
     for j, name in enumerate(features):
         values = cols[name]
@@ -1304,9 +1330,12 @@ def model_matrix(
             unknown = {
                 str(v) for v, m in zip(values, missing, strict=True) if not m and v not in index
             }
-            if unknown:
+            if unknown and name not in OPEN_VOCAB:
                 raise UnknownCategoryError(name, unknown, vocab[name])
-            out[:, j] = [math.nan if m else index[v] for v, m in zip(values, missing, strict=True)]
+            out[:, j] = [
+                math.nan if m else index.get(v, math.nan)
+                for v, m in zip(values, missing, strict=True)
+            ]
         else:
             out[:, j] = values
     return out

@@ -509,15 +509,16 @@ def pipeline(
 ) -> None:
     """The main job: simulate, build features, backtest, train, promote, forecast a plan."""
     from features.io import write_dataset, write_parquet
-    from features.sessions import build_session_features, feature_families
+    from features.sessions import feature_families
     from features.simulate import simulate as run_simulation
     from features.simulate import summarize
+    from training.data import features_part, training_frame
 
     ds = run_simulation(seed=seed)
     write_dataset(ds, data)
     console.print(_summary_table(f"simulated data in {data}", summarize(ds)))
-    frame = build_session_features(ds.sessions, ds.session_products)
-    write_parquet(frame, data / "session_features.parquet")
+    frame = training_frame(ds.sessions, ds.session_products)
+    write_parquet(features_part(frame), data / "session_features.parquet")
     fams = feature_families(frame.columns)
     console.print(
         _summary_table(
@@ -541,6 +542,7 @@ def pipeline(
         models_dir=s.models_dir,
         report_dir=s.reports_dir / "train",
         mlflow_uri=s.mlflow_uri,
+        frame=frame,
     )
     _print_metrics(result.backtest.metrics)
     _print_bars(result.backtest.metrics, oracle=ds.truth is not None)

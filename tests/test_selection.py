@@ -6,11 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.plan import example_plan
+from features.sessions import IDENTITY_COLUMN, apply_vocab, feature_columns, model_matrix
+from serving.fastpath import PlanScorer
 from training.backtest import choose_source, served
 from training.bundle import load_bundle, save_bundle
-from training.models import ForecastParams, fit_forecaster
+from training.models import IDENTITY_MIN_SESSIONS, ForecastParams, fit_forecaster
 from training.promote import Candidate, decide
-from training.selection import select_params, stage_one, stage_two
+from training.selection import MAX_IDENTITY_ROOMS, select_params, stage_one, stage_two
 from training.train import serve_baseline
 
 QUICK = ForecastParams(learning_rate=0.2, max_rounds=60, early_stopping_rounds=10, num_threads=1)
@@ -27,12 +30,79 @@ def test_selection_scores_every_candidate_before_the_cut(small_frame) -> None:
     assert sel.record() == again.record()
     names = {n for n, _ in stage_one(QUICK)}
     assert names <= set(sel.scores["gmv"])
-    assert len(sel.scores["gmv"]) == len(names) + 2  # plus the winner's other capacities
+    # plus the winner's other capacities and, with 8 rooms, the winner with the room identity
+    assert small_frame["room_id"].nunique() <= MAX_IDENTITY_ROOMS
+    assert len(sel.scores["gmv"]) == len(names) + 3
+    assert sum(n.endswith("+room") for n in sel.scores["gmv"]) == 1
     assert sel.chosen["gmv"] == min(sel.scores["gmv"], key=sel.scores["gmv"].__getitem__)
     assert pd.Timestamp(sel.validation["validation_end"]) < before
     chosen = sel.params["gmv"]
     assert chosen.objective in {"log_l2", "tweedie", "poisson"}
     assert [p.objective for _, p in stage_two(chosen)] == [chosen.objective] * 2
+    plain = chosen.model_copy(update={"identity": False})
+    assert [p.identity for _, p in stage_two(plain, identity=True)] == [False, False, True]
+
+
+def test_identity_is_tried_only_with_few_rooms(small_frame, monkeypatch) -> None:
+    import training.selection as selection
+
+    before = small_frame["start_time"].max() - pd.Timedelta(days=40)
+    monkeypatch.setattr(selection, "MAX_IDENTITY_ROOMS", small_frame["room_id"].nunique() - 1)
+    sel = select_params(small_frame, QUICK, before=before, horizon_days=20, targets=("gmv",))
+    assert not any(n.endswith("+room") for n in sel.scores["gmv"])
+    assert not sel.params["gmv"].identity
+
+
+def test_room_identity_is_read_only_by_the_targets_that_chose_it(
+    small_dataset, small_frame, tmp_path
+) -> None:
+    # the feature frame carries the room id once, as text; it is not a default model input
+    assert (small_frame[IDENTITY_COLUMN] == small_frame["room_id"]).all()
+    assert IDENTITY_COLUMN not in feature_columns(small_frame)
+    params = QUICK.model_copy(update={"select": False})
+    per_target = {"gmv": params.model_copy(update={"identity": True})}
+    fc = fit_forecaster(small_frame, params, per_target=per_target)
+    assert fc.features == [*feature_columns(small_frame), IDENTITY_COLUMN]
+    counts = small_frame.groupby("room_id")["gmv"].count()
+    assert fc.vocab[IDENTITY_COLUMN] == tuple(sorted(counts[counts >= IDENTITY_MIN_SESSIONS].index))
+    assert fc.models["gmv"].columns is None
+    assert fc.models["viewers"].columns == tuple(range(len(fc.features) - 1))
+    assert fc.models["gmv"].booster.num_feature() == len(fc.features)
+    assert fc.models["viewers"].booster.num_feature() == len(fc.features) - 1
+
+    rows = small_frame.tail(30)
+    before = fc.predict(rows)
+    # a room outside the vocabulary reads as missing identity: no error, viewers unmoved
+    renamed = rows.assign(**{IDENTITY_COLUMN: "room-never-seen"})
+    after = fc.predict(renamed)
+    assert after["viewers_p50"].to_numpy() == pytest.approx(before["viewers_p50"].to_numpy())
+    assert np.isfinite(after["gmv_p50"]).all() and (after["gmv_p50"] >= 0).all()
+    assert fc.matrix(renamed)[IDENTITY_COLUMN].isna().all()
+    cols = {c: renamed[c].to_numpy(dtype=object) for c in fc.features}
+    assert np.isnan(model_matrix(cols, fc.features, fc.vocab)[:, -1]).all()
+    contrib = fc.models["gmv"].contributions(fc.matrix(rows))
+    assert contrib.sum(axis=1) == pytest.approx(fc.models["gmv"].predict_log(fc.matrix(rows)))
+
+    path = save_bundle(fc, small_dataset.sessions, small_dataset.session_products, tmp_path / "b")
+    bundle = load_bundle(path)
+    assert bundle.forecaster.vocab[IDENTITY_COLUMN] == fc.vocab[IDENTITY_COLUMN]
+    assert bundle.forecaster.predict(rows)["gmv_p50"].to_numpy() == pytest.approx(
+        before["gmv_p50"].to_numpy()
+    )
+    # the service scores a known room and a new one alike
+    scorer = PlanScorer(bundle)
+    known = example_plan().model_copy(update={"room_id": str(small_frame["room_id"].iloc[0])})
+    new = known.model_copy(update={"room_id": "room-never-seen"})
+    out = scorer.score([known, new], drivers=True)
+    assert [o["cold_start"] for o in out] == [False, True]
+    assert all(o["gmv"]["p50"] > 0 for o in out)
+
+
+def test_open_vocabulary_reads_unknown_rooms_as_missing() -> None:
+    frame = pd.DataFrame({IDENTITY_COLUMN: ["a", "b", "zzz", None]})
+    out = apply_vocab(frame, {IDENTITY_COLUMN: ("a", "b")})
+    assert out[IDENTITY_COLUMN].tolist()[:2] == ["a", "b"]
+    assert out[IDENTITY_COLUMN].isna().tolist() == [False, False, True, True]
 
 
 def test_selection_off_keeps_the_given_settings(small_frame) -> None:

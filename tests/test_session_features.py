@@ -15,6 +15,7 @@ from features.plan import ProductLine, ProductMix, SessionPlan, plans_to_frames
 from features.sessions import (
     CATEGORICAL_VOCAB,
     FAMILIES,
+    IDENTITY_COLUMN,
     UnknownCategoryError,
     apply_vocab,
     build_session_features,
@@ -277,13 +278,16 @@ def test_every_feature_column_belongs_to_exactly_one_of_six_families():
     frame = build_session_features(sessions, products)
     assert list(frame.columns[:3]) == ["session_id", "room_id", "start_time"]
     cols = feature_columns(frame)
-    assert len(cols) == frame.shape[1] - 3
+    # every column after the keys is a default input, except the room identity (an input only
+    # where the model choice adds it), which is the room id as text
+    assert len(cols) == frame.shape[1] - 4
+    assert (frame[IDENTITY_COLUMN] == frame["room_id"]).all()
     fams = feature_families(frame.columns)
     assert list(fams) == list(FAMILIES)
     assert all(fams[f] for f in FAMILIES)
     owners = [f for c in cols for f in FAMILIES if c.startswith(f + "__")]
     assert len(owners) == len(cols)
-    assert sorted(c for f in FAMILIES for c in fams[f]) == sorted(cols)
+    assert sorted(c for f in FAMILIES for c in fams[f]) == sorted([*cols, IDENTITY_COLUMN])
     assert not set(SESSION_OUTCOMES) & set(frame.columns)
     # outcome and helper columns joined later are not features
     joined = frame.assign(viewers=1.0, gmv=2.0, hour_band="prime")

@@ -79,13 +79,13 @@ def run_backtest(
     (:func:`training.selection.select_params`), and used in every fold; ``selection`` reuses
     an earlier choice instead.
     """
-    from features.sessions import feature_families
+    from features.sessions import history_columns
 
     params = params or ForecastParams()
     frame = frame.sort_values(["start_time", "session_id"]).reset_index(drop=True)
     if windows is None:
         windows = make_cuts(frame["start_time"], folds, horizon_days, cut)
-    room_features = feature_families(frame.columns)["room"]
+    room_features = history_columns(frame.columns)
     if selection is None:
         span = (windows[0][1] - windows[0][0]).days if cut is None else horizon_days
         selection = select_params(

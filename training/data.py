@@ -7,6 +7,8 @@ import pandas as pd
 from features.sessions import build_session_features
 
 OUTCOMES = ("viewers", "orders", "gmv")
+LABEL_COLUMNS = (*OUTCOMES, "host_id", "planned_duration_min", "hour_band")
+"""What :func:`training_frame` adds to the session features (labels and report keys)."""
 
 
 def training_frame(sessions: pd.DataFrame, products: pd.DataFrame) -> pd.DataFrame:
@@ -26,3 +28,8 @@ def training_frame(sessions: pd.DataFrame, products: pd.DataFrame) -> pd.DataFra
     frame["planned_duration_min"] = labels["planned_duration_min"].to_numpy(dtype=float)
     frame["hour_band"] = frame["slot__hour_band"].astype(str)
     return frame
+
+
+def features_part(frame: pd.DataFrame) -> pd.DataFrame:
+    """The session features of a training frame (:func:`training_frame` without its labels)."""
+    return frame.drop(columns=[c for c in LABEL_COLUMNS if c in frame.columns])

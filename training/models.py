@@ -34,6 +34,7 @@ the follower count alone.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import warnings
 from collections.abc import Callable, Iterator
@@ -45,7 +46,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.sessions import apply_vocab, feature_columns, feature_families
+from features.sessions import IDENTITY_COLUMN, apply_vocab, feature_columns, feature_families
 
 TARGETS: tuple[str, ...] = ("viewers", "orders", "gmv")
 QUANTILES: tuple[float, ...] = (0.1, 0.5, 0.9)
@@ -54,6 +55,9 @@ FAMILIES: tuple[str, ...] = ("topic", "slot", "mix", "promo", "warmup", "room")
 # Room features a planner states for a new room: kept when history is masked for cold start.
 COLD_START_KEEP: tuple[str, ...] = ("room__platform", "room__main_category", "room__followers")
 SKU_NO_RECORD: tuple[str, ...] = ("room__sku_hist_units", "room__sku_hist_share")
+IDENTITY_MIN_SESSIONS = 5
+"""A room enters the identity vocabulary with at least this many training sessions with
+outcomes; a rarer room reads as missing identity, like a new one."""
 
 
 Objective = Literal["log_l2", "tweedie", "poisson"]
@@ -71,6 +75,11 @@ class ForecastParams(BaseModel):
         description="log_l2: squared error on log1p(target) (the median of a lognormal-like "
         "outcome); tweedie / poisson: the raw target with a log link (the mean; zero outcomes "
         "are ordinary values, not log1p(0) outliers).",
+    )
+    identity: bool = Field(
+        False,
+        description="Also read the room id as a category (features.sessions.IDENTITY_COLUMN): "
+        "a room's own level where few rooms have many sessions each.",
     )
     select: bool = Field(
         True,
@@ -647,6 +656,26 @@ def _offsets(resid: np.ndarray) -> tuple[float, float, float]:
     return float(q[0]), float(q[1]), float(q[2])
 
 
+def identity_vocab(train: pd.DataFrame, targets: tuple[str, ...] = TARGETS) -> tuple[str, ...]:
+    """The room identity vocabulary of a training frame: rooms with at least
+    :data:`IDENTITY_MIN_SESSIONS` sessions with a known outcome, sorted."""
+    known = train[[t for t in targets if t in train.columns]].notna().any(axis=1)
+    counts = train.loc[known, "room_id"].astype(str).value_counts()
+    return tuple(sorted(counts.index[counts >= IDENTITY_MIN_SESSIONS]))
+
+
+def with_identity(
+    train: pd.DataFrame,
+    features: list[str],
+    vocab: dict[str, tuple[str, ...]],
+    targets: tuple[str, ...] = TARGETS,
+) -> tuple[list[str], dict[str, tuple[str, ...]]]:
+    """``features`` and ``vocab`` with the room identity added (vocabulary from ``train``)."""
+    if IDENTITY_COLUMN in features:
+        return features, vocab
+    return [*features, IDENTITY_COLUMN], {**vocab, IDENTITY_COLUMN: identity_vocab(train, targets)}
+
+
 def fit_forecaster(
     train: pd.DataFrame,
     params: ForecastParams | None = None,
@@ -661,13 +690,25 @@ def fit_forecaster(
     ``train`` holds ``session_id``, ``start_time``, feature columns and the target columns.
     ``features`` restricts the inputs (the history-only baseline uses the room family alone).
     ``per_target`` gives a target its own settings (the model choice of
-    :mod:`training.selection`); other targets use ``params``.
+    :mod:`training.selection`); other targets use ``params``. A target whose settings read the
+    room identity gets :data:`~features.sessions.IDENTITY_COLUMN` (vocabulary:
+    :func:`identity_vocab`); the others read the shared features without it.
     """
     from features.sessions import CATEGORICAL_VOCAB
 
     params = params or ForecastParams()
     per_target = per_target or {}
-    features = features or feature_columns(train)
+    settings = {t: per_target.get(t, params) for t in targets}
+    features = list(features or feature_columns(train))
     vocab = {k: v for k, v in (vocab or CATEGORICAL_VOCAB).items() if k in features}
-    models = {t: _fit_target(train, t, features, vocab, per_target.get(t, params)) for t in targets}
+    shared = features
+    if any(p.identity for p in settings.values()):
+        features, vocab = with_identity(train, features, vocab, targets)
+    models = {}
+    for t, p in settings.items():
+        own = features if p.identity else shared
+        model = _fit_target(train, t, own, vocab, p)
+        if own is not features:
+            model = dataclasses.replace(model, columns=tuple(range(len(own))))
+        models[t] = model
     return Forecaster(models, list(features), vocab, params)

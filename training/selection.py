@@ -11,13 +11,16 @@ target, the one with the lowest WAPE on the held-out stretch:
   tweedie / poisson on the raw target with a log link (a mean; zero-GMV sessions are ordinary
   values instead of ``log1p(0)`` outliers);
 * with or without the log-linear base under the trees;
-* the capacity: smaller trees (fewer rows per room) or the default ones.
+* the capacity: smaller or larger trees than the default ones;
+* with few rooms (at most :data:`MAX_IDENTITY_ROOMS` with enough sessions to be named), the
+  room identity as a category: a room's own level, which its trailing history estimates only
+  from its last sessions.
 
 Stage one scores objective x base at the default capacity; stage two scores the capacities of
-the stage-one winner. Each candidate is one early-stopped fit (no calibration refit). On big
-datasets the candidates see only the most recent :data:`MAX_SELECTION_ROWS` rows before the
-held-out stretch, which keeps the choice affordable and recent. Optuna (``livecast tune``)
-stays the tuner for deeper searches.
+the stage-one winner and, with few rooms, the winner with the room identity. Each candidate is
+one early-stopped fit (no calibration refit). On big datasets the candidates see only the most
+recent :data:`MAX_SELECTION_ROWS` rows before the held-out stretch, which keeps the choice
+affordable and recent. Optuna (``livecast tune``) stays the tuner for deeper searches.
 """
 
 from __future__ import annotations
@@ -30,7 +33,13 @@ import pandas as pd
 
 from features.sessions import CATEGORICAL_VOCAB, apply_vocab, feature_columns
 from training.metrics import wape
-from training.models import TARGETS, ForecastParams, fit_candidate
+from training.models import (
+    TARGETS,
+    ForecastParams,
+    fit_candidate,
+    identity_vocab,
+    with_identity,
+)
 
 MAX_SELECTION_ROWS = 6000
 """Most recent training rows the candidates are fitted on."""
@@ -39,6 +48,10 @@ MIN_VALIDATION_ROWS = 30
 MAX_VALIDATION_SHARE = 0.25
 """The held-out stretch: the last ``horizon_days`` before the cut, at most this share of the
 rows before it (and at least :data:`MIN_VALIDATION_ROWS` rows)."""
+
+MAX_IDENTITY_ROOMS = 50
+"""Above this many named rooms (see ``training.models.identity_vocab``) the identity candidate
+is not tried: room history carries the level, and a category of many levels overfits."""
 
 CAPACITIES: dict[str, dict[str, Any]] = {
     "small": {"num_leaves": 7, "min_data_in_leaf": 10},
@@ -61,15 +74,22 @@ def stage_one(params: ForecastParams) -> list[tuple[str, ForecastParams]]:
     return out
 
 
-def stage_two(winner: ForecastParams) -> list[tuple[str, ForecastParams]]:
-    """The winner's objective and base at the other capacities."""
+def stage_two(winner: ForecastParams, identity: bool = False) -> list[tuple[str, ForecastParams]]:
+    """The winner's objective and base at the other capacities, and with the room identity
+    (``identity``: the data has few rooms)."""
     out = []
-    for name, update in CAPACITIES.items():
-        if name == "default":
+    name = _candidate_name(winner.objective, winner.base, "default")
+    for capacity, update in CAPACITIES.items():
+        if capacity == "default":
             continue
         out.append(
-            (_candidate_name(winner.objective, winner.base, name), winner.model_copy(update=update))
+            (
+                _candidate_name(winner.objective, winner.base, capacity),
+                winner.model_copy(update=update),
+            )
         )
+    if identity:
+        out.append((f"{name}+room", winner.model_copy(update={"identity": True})))
     return out
 
 
@@ -105,6 +125,8 @@ def validation_split(frame: pd.DataFrame, before: pd.Timestamp, horizon_days: in
 def _score(fit: pd.DataFrame, val: pd.DataFrame, target: str, params: ForecastParams) -> float:
     features = feature_columns(fit)
     vocab = {k: v for k, v in CATEGORICAL_VOCAB.items() if k in features}
+    if params.identity:
+        features, vocab = with_identity(fit, features, vocab, (target,))
     try:
         model = fit_candidate(fit, target, features, vocab, params)
     except ValueError:  # too few rows with outcomes for this candidate
@@ -137,18 +159,16 @@ def select_params(
     if not params.select or len(val) < 10 or len(fit) < 50:
         reason = "off" if not params.select else "too little data"
         return Selection(keep, {t: f"given ({reason})" for t in targets}, {}, window)
-    quick = params
     chosen_params, chosen, scores = {}, {}, {}
     for t in targets:
-        cands = stage_one(quick)
+        few_rooms = 0 < len(identity_vocab(fit, (t,))) <= MAX_IDENTITY_ROOMS
+        cands = stage_one(params)
         tried = {name: _score(fit, val, t, cand) for name, cand in cands}
-        best = min(tried, key=tried.__getitem__)
-        winner = dict(cands)[best]
-        more = stage_two(winner)
+        first = min(tried, key=tried.__getitem__)
+        more = stage_two(dict(cands)[first], identity=few_rooms)
         tried.update({name: _score(fit, val, t, cand) for name, cand in more})
         best = min(tried, key=tried.__getitem__)
-        pick = dict(cands + more)[best]
-        chosen_params[t] = pick
+        chosen_params[t] = dict(cands + more)[best]
         chosen[t] = best
         scores[t] = {k: round(v, 6) for k, v in tried.items()}
     return Selection(chosen_params, chosen, scores, window)

@@ -59,9 +59,10 @@ def flat_metrics(metrics: dict[str, dict[str, dict[str, Any]]], target: str) -> 
 
 
 def importance_table(forecaster: Forecaster, target: str) -> pd.DataFrame:
-    booster = forecaster.models[target].booster
-    gain = booster.feature_importance(importance_type="gain")
-    df = pd.DataFrame({"feature": forecaster.features, "gain": gain})
+    model = forecaster.models[target]
+    gain = model.booster.feature_importance(importance_type="gain")
+    columns = range(len(forecaster.features)) if model.columns is None else model.columns
+    df = pd.DataFrame({"feature": [forecaster.features[i] for i in columns], "gain": gain})
     df["family"] = df["feature"].str.split("__").str[0]
     return df.sort_values("gain", ascending=False, ignore_index=True)
 
@@ -71,9 +72,9 @@ def serve_baseline(
 ) -> None:
     """Replace the models of ``targets`` by the history-only baseline (the plain LightGBM on the
     room family, as backtested), fitted on ``frame`` and reading only the room columns."""
-    from features.sessions import feature_families
+    from features.sessions import history_columns
 
-    room = feature_families(forecaster.features)["room"]
+    room = history_columns(forecaster.features)
     plain = params.model_copy(update={"base": False, "objective": "log_l2", "select": False})
     hist = fit_forecaster(frame, plain, targets=targets, features=room)
     position = {c: i for i, c in enumerate(forecaster.features)}
@@ -94,15 +95,18 @@ def train(
     mlflow_uri: str | None,
     folds: int = 3,
     horizon_days: int = 30,
+    frame: pd.DataFrame | None = None,
 ) -> TrainResult:
     """Backtest the configuration, fit it on all data, export the bundle and register it.
 
     The bundle (shared by the targets) is logged once, as the ``bundle`` artifact of the first
     target's run; the other runs name that run in their ``bundle_run_id`` tag. With
-    ``mlflow_uri=None`` nothing is logged (the bundle is still exported).
+    ``mlflow_uri=None`` nothing is logged (the bundle is still exported). ``frame``: the
+    :func:`~training.data.training_frame` of ``ds`` when the caller has built it already.
     """
     params = params or ForecastParams()
-    frame = training_frame(ds.sessions, ds.session_products)
+    if frame is None:
+        frame = training_frame(ds.sessions, ds.session_products)
     bt = run_backtest(frame, truth=ds.truth, params=params, folds=folds, horizon_days=horizon_days)
     signature = fold_signature(frame, bt.cuts, horizon_days)
     train_id = train_id_for(signature, params)

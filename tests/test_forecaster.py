@@ -179,3 +179,22 @@ def test_bundle_round_trip_predicts_identically(bundle, small_dataset, tmp_path)
     assert score_plans(again, [plan]) == [
         {**r, "model": {**r["model"], "bundle": "b"}} for r in score_plans(bundle, [plan])
     ]
+
+
+def test_interval_offsets_keep_the_conformal_guarantee_on_few_sessions() -> None:
+    from training.models import _conformal_rank, _offsets
+
+    # 65 calibration sessions (a short export's last 20 %): the 6th and the 60th residual
+    assert (_conformal_rank(65, 0.1), _conformal_rank(65, 0.9)) == (6, 60)
+    # too few residuals for a 10 % tail: the most extreme one bounds the interval
+    assert (_conformal_rank(5, 0.1), _conformal_rank(5, 0.9)) == (1, 5)
+    # exchangeable residuals: a new one falls inside P10..P90 at least 80 % of the time
+    rng = np.random.default_rng(0)
+    inside = []
+    for _ in range(8000):
+        r = rng.standard_t(3, size=31)
+        lo, mid, hi = _offsets(r[:30])
+        assert lo <= mid <= hi
+        inside.append(lo <= r[30] <= hi)
+    # (25 / 31 = 0.806 in theory; empirical 10 % / 90 % quantiles give 24 / 31 = 0.774)
+    assert 0.795 <= np.mean(inside) <= 0.83

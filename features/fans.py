@@ -25,6 +25,7 @@ both cases; only the relation it reads from differs.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
@@ -130,6 +131,10 @@ def _as_source(source: EventSource | str) -> EventSource:
     if isinstance(source, EventSource):
         return source
     return EventSource(source, frozenset((*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)))
+
+
+_GLOB_CHARS = re.compile(r"([*?\[])")
+"""Characters DuckDB and fsspec expand in a file path."""
 
 
 def _quote(text: str) -> str:
@@ -437,18 +442,32 @@ def connect(*, threads: int | None = 2, memory_limit: str = "1500MB") -> duckdb.
     return con
 
 
+def literal_pattern(path: str | Path) -> str:
+    """``path`` as a DuckDB / fsspec file pattern that matches that one file and no other.
+
+    Both expand ``*``, ``?`` and ``[...]`` in every path they read, a list's items included,
+    so ``ev[1].parquet`` would read ``ev1.parquet``; each such character is bracketed
+    (``ev[[]1].parquet``), which matches it as itself.
+    """
+    return _GLOB_CHARS.sub(r"[\1]", str(path))
+
+
 def _parquet_relation(path: str | Path) -> str:
-    text = str(path)
-    if any(ch in text for ch in "*?["):
-        return f"read_parquet({_quote(text)})"
-    p = Path(text)
+    """``read_parquet`` of a Parquet file, or of a folder's ``*.parquet`` files (sorted).
+
+    Paths are literal: a name with ``*``, ``?`` or ``[`` is that file, never a glob pattern.
+    """
+    p = Path(path)
     if p.is_dir():
-        if not any(p.glob("*.parquet")):
+        files = sorted(f for f in p.iterdir() if f.is_file() and f.name.endswith(".parquet"))
+        if not files:
             raise FileNotFoundError(f"{p}: no .parquet files in this folder")
-        return f"read_parquet({_quote(str(p / '*.parquet'))})"
-    if not p.exists():
-        raise FileNotFoundError(f"no such file: {p}")
-    return f"read_parquet({_quote(str(p))})"
+    elif p.exists():
+        files = [p]
+    else:
+        hint = " (paths are literal, not glob patterns)" if _GLOB_CHARS.search(str(p)) else ""
+        raise FileNotFoundError(f"no such file: {p}{hint}")
+    return "read_parquet([" + ", ".join(_quote(literal_pattern(f)) for f in files) + "])"
 
 
 def _check_columns(names: Collection[str], where: str) -> None:
@@ -523,9 +542,10 @@ def fan_features(
 ) -> pd.DataFrame:
     """Per-fan features from events strictly before ``cutoff`` (see :func:`fan_features_sql`).
 
-    ``events`` is a contract ``fan_events`` frame or a Parquet file / folder / glob read by
-    DuckDB directly. ``fan_ids`` restricts the output to those fans. A naive ``cutoff`` is wall
-    time in ``tz``. Returns ``fan_id`` (str) and float64 ``fan__*`` columns, one row per fan
+    ``events`` is a contract ``fan_events`` frame or a Parquet file / folder (its
+    ``*.parquet`` files) read by DuckDB directly; paths are literal, never glob patterns.
+    ``fan_ids`` restricts the output to those fans. A naive ``cutoff`` is wall time in ``tz``.
+    Returns ``fan_id`` (str) and float64 ``fan__*`` columns, one row per fan
     with at least one event before the cutoff, sorted by ``fan_id``.
 
     Raises ``ValueError`` naming the missing columns when a required column is absent.

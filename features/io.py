@@ -1,7 +1,8 @@
 """Reading and writing contract tables. All I/O of the feature package lives here.
 
 Writes are atomic: a file is written under a temporary name in the target folder and renamed
-into place, so an interrupted run never leaves a partial file.
+into place, so an interrupted run never leaves a partial file. The file gets the mode a plain
+``open`` would give it (``0o666`` less the umask), not the temporary file's private ``0o600``.
 """
 
 from __future__ import annotations
@@ -48,9 +49,25 @@ def read_table(path: str | Path, table: str, *, tz: str = DEFAULT_TZ) -> pd.Data
     return validate(raw, table, source=str(path), tz=tz)
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux ``/proc``); elsewhere set and
+    restored at once (a thread creating a file in between would miss the umask)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it onto ``target`` only on success."""
+    """Yield a temporary path beside ``target``; rename it onto ``target`` only on success,
+    with mode ``0o666`` less the umask (``mkstemp`` makes it ``0o600``)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -58,6 +75,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():

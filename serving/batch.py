@@ -81,6 +81,7 @@ from features.fans import (
     cutoff_us,
     fan_features,
     fan_features_sql,
+    literal_pattern,
 )
 from features.io import atomic_path, read_frame
 
@@ -246,8 +247,13 @@ def _sql_list(values: Iterable[str]) -> str:
     return "(" + ", ".join(_sql_text(v) for v in values) + ")"
 
 
+def _sql_files(paths: Iterable[Path]) -> str:
+    """A DuckDB list of exactly these files (glob characters in their names match as such)."""
+    return "[" + ", ".join(_sql_text(literal_pattern(p)) for p in paths) + "]"
+
+
 def _parquet_relation(inp: EventInput) -> str:
-    files = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in inp.paths) + "]"
+    files = _sql_files(inp.paths)
     return f"read_parquet({files}, filename = true, file_row_number = true, union_by_name = true)"
 
 
@@ -370,7 +376,7 @@ def _stats_prove_range(
     """
     if col_type.upper() not in ("DOUBLE", "FLOAT", "BIGINT", "INTEGER", "SMALLINT"):
         return False
-    files = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in inp.paths) + "]"
+    files = _sql_files(inp.paths)
     try:
         rows = con.execute(
             f"SELECT stats_min_value, stats_max_value, num_values, stats_null_count"
@@ -470,7 +476,7 @@ def _partition_events(
         if not part.is_dir():
             buckets.append(None)
             continue
-        files = _sql_text(str(part / "*.parquet"))
+        files = _sql_text(f"{literal_pattern(part)}/*.parquet")
         rel = f"read_parquet({files}, hive_partitioning = false)"
         buckets.append(EventSource(rel, source.columns, source.naive_times))
     return buckets
@@ -677,7 +683,7 @@ def _check_previous(path: Path) -> None:
 
 
 def _relation_of_file(path: Path) -> str:
-    return "read_parquet('" + str(path).replace("'", "''") + "')"
+    return f"read_parquet({_sql_text(literal_pattern(path))})"
 
 
 def summarise(

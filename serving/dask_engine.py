@@ -16,16 +16,19 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from features.contract import DEFAULT_TZ, localize
-from features.fans import OPTIONAL_COLUMNS
+from features.fans import OPTIONAL_COLUMNS, literal_pattern
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    import dask.dataframe as dd
     from distributed import Client
 
     from serving.batch import EventInput
@@ -87,6 +90,14 @@ def _segment_partition(
     return segment_frame(model, _normalise(part, tz), cutoff, tz=tz, num_threads=1)
 
 
+def read_parquet_events(paths: Iterable[Path], columns: list[str]) -> dd.DataFrame:
+    """A Dask frame of exactly these Parquet files (fsspec would expand glob characters in
+    their names: ``ev[1].parquet`` would read ``ev1.parquet``)."""
+    import dask.dataframe as dd
+
+    return dd.read_parquet([literal_pattern(p) for p in paths], columns=columns)
+
+
 def dask_batches(
     inp: EventInput,
     model: TierModel,
@@ -116,7 +127,7 @@ def dask_batches(
         for path in inp.paths:
             names.update(pq.read_schema(path).names)
         cols = [c for c in _COLUMNS if c in names]
-        ddf = dd.read_parquet([str(p) for p in inp.paths], columns=cols)
+        ddf = read_parquet_events(inp.paths, cols)
     ddf = ddf.shuffle(on="fan_id", npartitions=partitions)
     scored = ddf.map_partitions(_segment_partition, model, cutoff, tz, meta=empty_scores())
     with dask_client(scheduler) as client:

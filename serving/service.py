@@ -25,6 +25,7 @@ import gc
 import logging
 import os
 import time
+from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -87,9 +88,42 @@ def _error(status: int, message: str, loc: list[str | int], kind: str) -> JSONRe
     )
 
 
+async def _read_body(receive: Any, limit: int) -> list[dict[str, Any]] | None:
+    """The messages of a request body up to its last chunk, or None as soon as the body passes
+    ``limit`` bytes (the rest is left unread). Counts what arrives, so a chunked body (no
+    ``content-length``) is held to the limit too."""
+    messages: list[dict[str, Any]] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":  # the client left: let the app see it
+            return messages
+        size += len(message.get("body", b""))
+        if size > limit:
+            return None
+        if not message.get("more_body", False):
+            return messages
+
+
+def _replay(messages: list[dict[str, Any]], receive: Any) -> Any:
+    """A ``receive`` that returns ``messages`` first, then defers to ``receive``."""
+    pending = deque(messages)
+
+    async def replay() -> dict[str, Any]:
+        return pending.popleft() if pending else await receive()
+
+    return replay
+
+
 class GuardMiddleware:
     """ASGI middleware in front of the API: content type (415), body size (413), and the
-    planner page at ``/``."""
+    planner page at ``/``.
+
+    A ``/v1/`` POST body is read here first, up to :data:`MAX_BODY_BYTES` (read at each
+    request), and replayed to the app; past the limit the answer is 413 without reading further
+    and the app is not called.
+    """
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -122,16 +156,18 @@ class GuardMiddleware:
                 )
                 await resp(scope, receive, send)
                 return
+            limit = MAX_BODY_BYTES
+            too_large = f"request body larger than {limit} bytes"
             length = headers.get("content-length")
-            if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-                resp = _error(
-                    413,
-                    f"request body larger than {MAX_BODY_BYTES} bytes",
-                    ["header", "content-length"],
-                    "body_too_large",
-                )
+            if length is not None and (not length.isdigit() or int(length) > limit):
+                resp = _error(413, too_large, ["header", "content-length"], "body_too_large")
                 await resp(scope, receive, send)
                 return
+            messages = await _read_body(receive, limit)
+            if messages is None:
+                await _error(413, too_large, ["body"], "body_too_large")(scope, receive, send)
+                return
+            receive = _replay(messages, receive)
         await self.app(scope, receive, send)
 
 

@@ -436,8 +436,8 @@ def connect(*, threads: int | None = 2, memory_limit: str = "1500MB") -> duckdb.
     """An in-memory DuckDB connection tuned for the fan aggregates (bounded threads and memory)."""
     con = duckdb.connect()
     if threads is not None:
-        con.execute(f"SET threads = {int(threads)}")
-    con.execute(f"SET memory_limit = {_quote(memory_limit)}")
+        con.execute("SET threads = ?", [int(threads)])
+    con.execute("SET memory_limit = ?", [memory_limit])  # settings are parameters, never SQL
     con.execute("SET preserve_insertion_order = false")
     return con
 

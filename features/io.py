@@ -3,12 +3,22 @@
 Writes are atomic: a file is written under a temporary name in the target folder and renamed
 into place, so an interrupted run never leaves a partial file. The file gets the mode a plain
 ``open`` would give it (``0o666`` less the umask), not the temporary file's private ``0o600``.
+
+Temporary files and scratch folders carry their owner in their name (``<pid>-<host tag>``), so a
+later run removes the leftovers of a killed one (``kill -9``) and never a live writer's: only
+entries of this host and PID namespace whose process is gone are removed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+import re
+import shutil
+import socket
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -64,13 +74,79 @@ def current_umask() -> int:
     return mask
 
 
+@functools.cache
+def _host_tag() -> str:
+    """8 hex digits naming this host and PID namespace (a PID means nothing elsewhere)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return f"{zlib.crc32(f'{socket.gethostname()}|{namespace}'.encode()):08x}"
+
+
+def owner_tag(pid: int | None = None) -> str:
+    """``<pid>-<host tag>`` (default: this process), embedded in temporary names."""
+    return f"{os.getpid() if pid is None else pid}-{_host_tag()}"
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return True  # never a leftover's owner: keep
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by another user
+        return True
+    return True
+
+
+def remove_stale(folder: str | Path, prefix: str, suffix: str = "") -> list[Path]:
+    """Remove the entries ``<prefix><pid>-<host tag>.<random><suffix>`` of ``folder`` whose
+    process is gone (leftovers of a killed run, made by this host); return them.
+
+    A live process's entries, other hosts' and names of any other shape are kept.
+    """
+    pattern = re.compile(
+        re.escape(prefix) + r"(\d+)-" + _host_tag() + r"\.[a-z0-9_]+" + re.escape(suffix)
+    )
+    try:
+        with os.scandir(folder) as scan:
+            entries = list(scan)
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        found = pattern.fullmatch(entry.name)
+        if found is None or _alive(int(found[1])):
+            continue
+        with contextlib.suppress(OSError):  # gone already, or not ours to remove
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new private folder ``<prefix><pid>-<host tag>.<random>`` in the system temporary
+    folder, after removing those of dead processes; the caller removes it when done."""
+    base = tempfile.gettempdir()
+    remove_stale(base, prefix)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{owner_tag()}.", dir=base))
+
+
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` only on success,
-    with mode ``0o666`` less the umask (``mkstemp`` makes it ``0o600``)."""
+    with mode ``0o666`` less the umask (``mkstemp`` makes it ``0o600``). Temporary files of
+    ``target`` left by dead processes are removed first."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    prefix = f".{target.name}."
+    remove_stale(target.parent, prefix, ".tmp")
+    fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{owner_tag()}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -2,16 +2,18 @@
 
 Settings are read once into a frozen pydantic model. Every value can be overridden with an
 environment variable prefixed ``LIVECAST_`` (for example ``LIVECAST_MLFLOW_URI``), so tests and
-deployments never edit code to move a path.
+deployments never edit code to move a path. Values are checked when read: a bad one is a
+``ValueError`` naming its variable (the CLI prints it and exits with code 2).
 """
 
 from __future__ import annotations
 
 import os
+import zoneinfo
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,6 +32,15 @@ class Settings(BaseModel):
     timezone: str = Field("Asia/Shanghai", description="Timezone for naive times and time slots.")
     seed: int = Field(0, description="Default random seed.")
 
+    @field_validator("timezone")
+    @classmethod
+    def _iana_zone(cls, value: str) -> str:
+        """An IANA zone name such as ``Asia/Shanghai`` (``localtime`` is a system link, which
+        DuckDB does not know)."""
+        if value == "localtime" or value not in zoneinfo.available_timezones():
+            raise ValueError(f"{value!r} is not an IANA timezone (e.g. Asia/Shanghai)")
+        return value
+
 
 def _from_env() -> dict[str, str]:
     out: dict[str, str] = {}
@@ -42,5 +53,15 @@ def _from_env() -> dict[str, str]:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The settings of this process (environment overrides applied once)."""
-    return Settings(**_from_env())
+    """The settings of this process (environment overrides applied once).
+
+    Raises ``ValueError`` naming the variable of each bad value.
+    """
+    try:
+        return Settings(**_from_env())
+    except ValidationError as exc:
+        bad = "; ".join(
+            f"LIVECAST_{str(e['loc'][0]).upper()}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise ValueError(f"bad setting {bad}") from None

@@ -33,7 +33,10 @@ definition in :mod:`features.fans`; probabilities and tiers from
    ``p_potential``, ``p_dormant``; rows grouped by bucket, sorted by fan_id within a bucket) is
    written under a temporary name in the destination folder and renamed at the end, together
    with the summary JSON beside it (``<out stem>.summary.json``). An interrupted run leaves no
-   partial file and a previous output untouched; rerunning is safe.
+   partial file and a previous output untouched; rerunning is safe. DuckDB spills to a
+   per-run folder ``livecast-duckdb-<pid>-...`` in the system temporary folder. On SIGTERM the
+   run stops and removes its temporary files and folder; those of a killed run (``kill -9``)
+   are removed by the next run (:func:`features.io.remove_stale`).
 6. **Summary.** Fans per tier, GMV share per tier (order amounts in the ``rules.window_days``
    before the cutoff, i.e. the window the tier rules read, attributed to each fan's *predicted*
    tier) and, given a previous run's output, the transition matrix (previous tier x new tier,
@@ -44,17 +47,19 @@ definition in :mod:`features.fans`; probabilities and tiers from
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
-import tempfile
+import shutil
+import signal
 import threading
 import time
 import uuid
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 import duckdb
 import numpy as np
@@ -83,7 +88,7 @@ from features.fans import (
     fan_features_sql,
     literal_pattern,
 )
-from features.io import atomic_path, read_frame
+from features.io import atomic_path, read_frame, scratch_dir
 
 if TYPE_CHECKING:
     from training.tiers import TierModel
@@ -111,6 +116,8 @@ FIRST_ROWS = 20
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 NEW, GONE = "(new)", "(gone)"
+SPILL_PREFIX = "livecast-duckdb-"
+"""Name prefix of a run's DuckDB spill folder in the system temporary folder."""
 GMV_FEATURES: dict[int, str] = {30: "fan__order_amount_30d", 90: "fan__order_amount_90d"}
 """Fan features that are exactly the order amounts in the last N days before the cutoff: the
 GMV summary reads them instead of rescanning the events when the rules window is N days."""
@@ -525,6 +532,40 @@ def _local_batches(
         yield b, empty_scores(), None  # marks the end of the bucket (progress)
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _exits_on_sigterm(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run ``fn`` with SIGTERM raising ``SystemExit(143)``, so its ``finally`` blocks remove
+    the temporary files (a second SIGTERM kills at once). Only in the main thread, which
+    Python signal handlers run in; elsewhere ``fn`` runs as is."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if threading.current_thread() is not threading.main_thread():
+            return fn(*args, **kwargs)
+        received: list[int] = []
+
+        def stop(signum: int, frame: Any) -> None:
+            received.append(signum)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            raise SystemExit(128 + signum)
+
+        previous = signal.signal(signal.SIGTERM, stop)
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # DuckDB turns the SystemExit into "Query interrupted"
+            if received:
+                raise SystemExit(128 + received[0]) from exc
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+    return wrapper
+
+
+@_exits_on_sigterm
 def segment(
     events_path: str | Path,
     out_path: str | Path,
@@ -566,12 +607,12 @@ def segment(
         raise ValueError(f"{out_path}: the output would overwrite an input file")
 
     # DuckDB spills to disk beyond its memory limit: keep that out of the working folder
-    spill = tempfile.TemporaryDirectory(prefix="livecast-segment-")
     con = connect()
+    spill = scratch_dir(SPILL_PREFIX)
     batches: Generator[Batch] | None = None
     try:
-        con.execute(f"SET TimeZone = '{tz}'")
-        con.execute(f"SET temp_directory = '{spill.name}'")
+        con.execute("SET TimeZone = ?", [tz])  # parameters: never SQL text
+        con.execute("SET temp_directory = ?", [str(spill)])
         csv_frame = read_csv_events(inp, tz) if inp.kind == "csv" else None
         if csv_frame is not None:
             opened = _open_frame(con, csv_frame)
@@ -591,7 +632,7 @@ def segment(
             cut = cut.tz_localize(tz)
         if engine == "local":
             k = partitions or max(1, math.ceil(opened.events / BUCKET_EVENTS))
-            buckets_dir = Path(spill.name) / "buckets"
+            buckets_dir = spill / "buckets"
             batches = _local_batches(
                 con, opened, model, cut, k, tz, num_threads, clock, buckets_dir
             )
@@ -652,7 +693,7 @@ def segment(
         if batches is not None:
             batches.close()  # releases an open DuckDB result or the Dask client
         con.close()  # drops the temporary views
-        spill.cleanup()
+        shutil.rmtree(spill, ignore_errors=True)
     return SegmentResult(
         out_path,
         summary_path,

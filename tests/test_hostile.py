@@ -1,24 +1,34 @@
 """Hostile input, fast cases (CI): request bodies streamed past the size limit, file names with
-glob characters, and the permissions of atomically written files."""
+glob characters, the permissions of atomically written files, registry tags naming folders,
+interrupted batch runs and settings that reach SQL."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import stat
+import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pandas as pd
 import pytest
 from starlette.responses import JSONResponse
+from typer.testing import CliRunner
 
 from features.contract import validate
 
 TZ = "Asia/Shanghai"
 CUTOFF = "2024-06-01"
+ROOT = Path(__file__).resolve().parent.parent
 
 # --------------------------------------------------------------------------- request body size
 
@@ -266,3 +276,253 @@ def test_atomic_writes_follow_the_umask(tmp_path, umask, mask, mode):
         tmp.write_text("{}")
     assert stat.S_IMODE(target.stat().st_mode) == mode
     assert sorted(p.name for p in target.parent.iterdir()) == ["champion.json"]
+
+
+# --------------------------------------------------------------------------- registry tags
+
+
+def _register(uri: str, tag: str, files: dict[str, str], folder: Path) -> str:
+    """A version of ``livecast-gmv`` whose run is tagged ``bundle=tag`` (train id ``t-new``)
+    and logs ``files`` (name -> text) as its ``bundle`` artifact; returns the version."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from training.registry import BUNDLE_ARTIFACT, configure, ensure_experiment, model_name
+
+    configure(uri)
+    folder.mkdir(parents=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    tags = {"bundle": tag, "train_id": "t-new"}
+    with mlflow.start_run(
+        experiment_id=ensure_experiment(model_name("gmv"), uri), tags=tags
+    ) as run:
+        mlflow.log_artifacts(str(folder), artifact_path=BUNDLE_ARTIFACT)
+    client = mlflow.MlflowClient()
+    with contextlib.suppress(MlflowException):  # registered by an earlier call
+        client.create_registered_model(model_name("gmv"))
+    source = f"{run.info.artifact_uri}/{BUNDLE_ARTIFACT}"
+    return str(client.create_model_version(model_name("gmv"), source, run.info.run_id).version)
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): p.read_text() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def victim(tmp_path) -> tuple[Path, Path]:
+    """(models folder, a folder beside it): each holds one file that must survive."""
+    models, victim = tmp_path / "models", tmp_path / "victim"
+    for folder in (models, victim):
+        folder.mkdir()
+        (folder / "keep.txt").write_text("keep")
+    return models, victim
+
+
+@pytest.mark.parametrize("tag", ["../../victim", "ABSOLUTE", "..", "mlflow/.."])
+def test_a_bundle_tag_naming_another_folder_is_refused(mlflow_uri, victim, tmp_path, tag):
+    from training.bundle import version_bundle
+
+    models, outside = victim
+    tag = str(outside) if tag == "ABSOLUTE" else tag
+    files = {"bundle.json": '{"train_id": "t-new"}'}
+    version = _register(mlflow_uri, tag, files, tmp_path / "artifact")
+    with pytest.raises(ValueError, match=f"bundle tag {tag!r} is not a plain folder name"):
+        version_bundle(version, uri=mlflow_uri, models_dir=models)
+    assert _tree(outside) == _tree(models) == {"keep.txt": "keep"}  # nothing downloaded
+    leftovers = {p.name for p in tmp_path.iterdir()} - {"artifact", "mlruns.db", "mlruns-artifacts"}
+    assert leftovers == {"models", "victim"} and [p.name for p in models.iterdir()] == ["keep.txt"]
+
+
+def test_serve_refuses_a_bundle_tag_outside_the_models_folder(
+    mlflow_uri, victim, tmp_path, monkeypatch
+):
+    from livecast import cli_serve
+    from livecast.cli import app
+    from livecast.config import get_settings
+
+    models, outside = victim
+    monkeypatch.setattr(cli_serve.os, "execve", lambda *args: None)  # never start a server
+    files = {"bundle.json": '{"train_id": "t-new"}'}
+    version = _register(mlflow_uri, "../../victim", files, tmp_path / "artifact")
+    monkeypatch.setenv("LIVECAST_MODELS_DIR", str(models))
+    monkeypatch.setenv("LIVECAST_MLFLOW_URI", mlflow_uri)
+    get_settings.cache_clear()
+    try:
+        r = CliRunner().invoke(app, ["serve", "--model-version", version])
+    finally:
+        get_settings.cache_clear()
+    assert r.exit_code == 2 and "bundle tag '../../victim' is not a plain folder name" in r.output
+    assert "Traceback" not in r.output
+    assert _tree(outside) == {"keep.txt": "keep"}
+
+
+def test_an_artifact_without_bundle_json_replaces_nothing(mlflow_uri, tmp_path):
+    from training.bundle import VERSION_CACHE, version_bundle
+
+    models = tmp_path / "models"
+    cached = models / VERSION_CACHE / "forecaster-new"
+    cached.mkdir(parents=True)
+    (cached / "bundle.json").write_text('{"train_id": "old"}')
+    version = _register(mlflow_uri, "forecaster-new", {"notes.txt": "x"}, tmp_path / "a1")
+    with pytest.raises(ValueError, match="forecaster-new"):
+        version_bundle(version, uri=mlflow_uri, models_dir=models)
+    assert [p.name for p in cached.parent.iterdir()] == ["forecaster-new"]  # no temporary folder
+    assert _tree(cached) == {"bundle.json": '{"train_id": "old"}'}
+    # a whole artifact does replace the stale copy
+    files = {"bundle.json": '{"train_id": "t-new"}', "notes.txt": "y"}
+    version = _register(mlflow_uri, "forecaster-new", files, tmp_path / "a2")
+    assert version_bundle(version, uri=mlflow_uri, models_dir=models) == cached
+    assert _tree(cached) == files
+
+
+# --------------------------------------------------------------------------- interrupted runs
+
+_HELD_RUN = """
+import sys, time
+from pathlib import Path
+from types import SimpleNamespace
+
+import serving.batch as batch
+
+
+def hold(*args, **kwargs):  # mid-run: the temporary output and the spill folder exist
+    Path(sys.argv[3]).touch()
+    time.sleep(60)
+
+
+batch._score = lambda model, feats, num_threads: batch.empty_scores()
+batch.summarise = hold
+model = SimpleNamespace(rules=SimpleNamespace(window_days=30), metadata={})
+batch.segment(sys.argv[1], sys.argv[2], model=model, cutoff="2024-06-01", partitions=2,
+              progress=False)
+"""
+"""A batch run (stand-in model) that stops before its summary until signalled."""
+
+
+@pytest.fixture
+def run_tmp(tmp_path, monkeypatch) -> Path:
+    """A fresh TMPDIR, for this process and its children."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() caches its answer
+    return folder
+
+
+def _segment(events: Path, out: Path, monkeypatch) -> Any:
+    """A batch run in this process with a stand-in model (every bucket scores no fan)."""
+    import serving.batch as batch
+
+    monkeypatch.setattr(batch, "_score", lambda model, feats, num_threads: batch.empty_scores())
+    model = SimpleNamespace(rules=SimpleNamespace(window_days=30), metadata={})
+    return batch.segment(
+        events, out, model=model, cutoff=CUTOFF, partitions=2, tz=TZ, progress=False
+    )
+
+
+def _litter(out: Path, tmp: Path) -> list[str]:
+    """Temporary files beside the output and the run's folders in the temporary folder."""
+    beside = [p.name for p in out.parent.iterdir() if p.name.startswith(".")]
+    return sorted(beside + [p.name for p in tmp.iterdir() if p.name.startswith("livecast-")])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["TERM", "KILL"])
+def test_an_interrupted_batch_run_leaves_no_litter(tmp_path, run_tmp, monkeypatch, sig):
+    events = _write(tmp_path / "events.parquet", _events("f1", 5))
+    out, ready = tmp_path / "out" / "tiers.parquet", tmp_path / "ready"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-c", _HELD_RUN, str(events), str(out), str(ready)]
+    proc = subprocess.Popen(args, env=env, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the run never got going"
+            time.sleep(0.05)
+        assert len(_litter(out, run_tmp)) == 3  # output, summary, spill folder
+        proc.send_signal(sig)
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if sig == signal.SIGTERM:  # the run cleans up after itself
+        assert code == 128 + signal.SIGTERM and _litter(out, run_tmp) == []
+    else:  # nothing can: the next run removes what the dead one left
+        assert code == -signal.SIGKILL and len(_litter(out, run_tmp)) == 3
+        _segment(events, out, monkeypatch)
+        assert _litter(out, run_tmp) == []
+    assert out.exists() == (sig == signal.SIGKILL)
+
+
+def test_only_leftovers_of_dead_processes_are_removed(tmp_path, run_tmp):
+    from features.io import owner_tag, scratch_dir, write_parquet
+
+    finished = subprocess.Popen([sys.executable, "-c", ""])
+    finished.wait()
+    dead, live = owner_tag(finished.pid), owner_tag()  # live: this process
+    names = {
+        f".t.parquet.{dead}.k3j9x_2a.tmp": False,
+        f".t.parquet.{live}.k3j9x_2a.tmp": True,  # a concurrent writer's
+        f".t.parquet.{finished.pid}-0000000g.k3j9x_2a.tmp": True,  # another host's
+        f".other.parquet.{dead}.k3j9x_2a.tmp": True,  # another target's
+        ".t.parquet.k3j9x_2a.tmp": True,  # owner unknown
+    }
+    for name in names:
+        (tmp_path / name).touch()
+    (run_tmp / f"livecast-duckdb-{dead}.x1").mkdir()
+    (run_tmp / f"livecast-duckdb-{dead}.x1" / "spill.tmp").touch()
+    (run_tmp / f"livecast-duckdb-{live}.x2").mkdir()
+    write_parquet(pd.DataFrame({"x": [1]}), tmp_path / "t.parquet")
+    kept = {p.name for p in tmp_path.iterdir() if p.name.startswith(".")}
+    assert kept == {name for name, keep in names.items() if keep}
+    spill = scratch_dir("livecast-duckdb-")
+    assert spill.parent == run_tmp and spill.name.startswith(f"livecast-duckdb-{live}.")
+    assert sorted(p.name for p in run_tmp.iterdir()) == sorted(
+        [f"livecast-duckdb-{live}.x2", spill.name]
+    )
+
+
+# --------------------------------------------------------------------------- settings in SQL
+
+PAYLOAD = "a'; COPY (SELECT 42 AS x) TO '{pwned}' (FORMAT csv); --"
+
+
+@pytest.mark.parametrize("name", ["it's", PAYLOAD], ids=["apostrophe", "payload"])
+def test_tmpdir_is_a_folder_name_not_sql(tmp_path, run_tmp, monkeypatch, name):
+    pwned = tmp_path / "pwned.csv"
+    weird = run_tmp / name.format(pwned=pwned)
+    weird.mkdir(parents=True)
+    monkeypatch.setenv("TMPDIR", str(weird))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    assert tempfile.gettempdir() == str(weird)  # the run's spill folder goes there
+    events = _write(tmp_path / "events.parquet", _events("f1", 5))
+    out = tmp_path / "out" / "tiers.parquet"
+    assert _segment(events, out, monkeypatch).events == 5
+    assert out.exists() and not pwned.exists()
+    assert list(weird.iterdir()) == []  # and is removed at the end
+
+
+@pytest.mark.parametrize(
+    "zone", ["Mars/Olympus", "UTC'; SELECT 1; --", "../etc/passwd", "localtime"]
+)
+@pytest.mark.parametrize("command", ["segment", "serve"])
+def test_an_invalid_timezone_setting_is_a_clear_error(tmp_path, monkeypatch, zone, command):
+    from livecast import cli_serve
+    from livecast.cli import app
+    from livecast.config import get_settings
+
+    monkeypatch.setattr(cli_serve.os, "execve", lambda *args: None)  # never start a server
+    events = _write(tmp_path / "events.parquet", _events("f1", 5))
+    args = {"segment": ["--events", str(events), "--out", str(tmp_path / "o.parquet")]}
+    monkeypatch.setenv("LIVECAST_TIMEZONE", zone)
+    monkeypatch.setenv("LIVECAST_MODELS_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        r = CliRunner().invoke(app, [command, *args.get(command, [])])
+    finally:
+        get_settings.cache_clear()
+    output = " ".join(r.output.split())  # the console wraps long lines
+    assert r.exit_code == 2, r.output
+    assert f"LIVECAST_TIMEZONE: {zone!r} is not an IANA timezone" in output
+    assert "Traceback" not in r.output

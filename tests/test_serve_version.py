@@ -115,7 +115,7 @@ def test_a_run_without_a_bundle_artifact_is_a_clear_error(trained, tmp_path):
     holder = client.get_run(run_id).data.tags[BUNDLE_RUN_TAG]
     client.set_tag(run_id, BUNDLE_RUN_TAG, run_id)  # points at itself: a run without the artifact
     try:
-        with pytest.raises(ValueError, match="has no bundle artifact"):
+        with pytest.raises(ValueError, match="has no usable bundle artifact"):
             version_bundle(result.versions["orders"], target="orders", uri=uri, models_dir=tmp_path)
     finally:
         client.set_tag(run_id, BUNDLE_RUN_TAG, holder)

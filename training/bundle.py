@@ -170,6 +170,7 @@ def version_bundle(ref: str, *, target: str = "gmv", uri: str, models_dir: str |
     from training.registry import (
         BUNDLE_ARTIFACT,
         BUNDLE_RUN_TAG,
+        check_bundle_name,
         download_artifact_dir,
         model_name,
         model_version,
@@ -182,8 +183,9 @@ def version_bundle(ref: str, *, target: str = "gmv", uri: str, models_dir: str |
     _, _, tags = run_data(mv.run_id, uri)
     if "bundle" not in tags or "train_id" not in tags:
         raise ValueError(f"{model_name(target)} version {mv.version} has no bundle tag")
-    local = Path(models_dir) / tags["bundle"]
-    cached = Path(models_dir) / VERSION_CACHE / tags["bundle"]
+    name = check_bundle_name(tags["bundle"])  # run_data checked it too: this is the join
+    local = Path(models_dir) / name
+    cached = Path(models_dir) / VERSION_CACHE / name
     for path in (local, cached):
         if _holds_bundle(path, tags["train_id"]):
             return path
@@ -192,7 +194,7 @@ def version_bundle(ref: str, *, target: str = "gmv", uri: str, models_dir: str |
             download_artifact_dir(tags.get(BUNDLE_RUN_TAG, mv.run_id), BUNDLE_ARTIFACT, tmp, uri)
     except ValueError as exc:
         raise ValueError(
-            f"{model_name(target)} version {mv.version}: {tags['bundle']} is not in "
-            f"{models_dir} and its run has no bundle artifact"
+            f"{model_name(target)} version {mv.version}: {name} is not in "
+            f"{models_dir} and its run has no usable bundle artifact ({exc})"
         ) from exc
     return cached

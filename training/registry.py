@@ -5,12 +5,18 @@ metrics, artifacts, the LightGBM model with signature, input example and explici
 requirements, optionally the exported bundle folder) and registers a new version; ``move_alias``
 moves an alias such as ``@champion``; ``model_version`` finds a version by number or alias and
 ``download_artifact_dir`` fetches a run's artifact folder. Registry stages are never used.
+
+Tags and artifacts read back are checked before they touch the disk: a run's ``bundle`` tag
+names a folder under ``models/`` that serving may replace, so it must be a plain folder name
+(``../x`` or an absolute path is refused), and a downloaded ``bundle`` artifact must hold the
+bundle's ``bundle.json``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +33,8 @@ BUNDLE_ARTIFACT = "bundle"
 """Artifact path of the exported bundle folder in the run that logged it."""
 BUNDLE_RUN_TAG = "bundle_run_id"
 """Tag of the runs of one training that point at the run holding the shared bundle artifact."""
+BUNDLE_TAG = "bundle"
+"""Tag naming the run's bundle folder under ``models/``."""
 
 
 def model_name(target: str) -> str:
@@ -218,18 +226,32 @@ def model_version(target: str, ref: str, uri: str) -> Any:
         raise ValueError(f"{name} has no version {ref} in {uri}") from exc
 
 
+def check_bundle_name(name: str) -> str:
+    """``name`` if it is a plain folder name (no path separator, not ``.`` or ``..``), so
+    ``models_dir / name`` stays directly inside ``models_dir``; else a ``ValueError``."""
+    if name in {"", ".", ".."} or any(c in name for c in "/\\\0") or Path(name).is_absolute():
+        raise ValueError(f"bundle tag {name!r} is not a plain folder name")
+    return name
+
+
 def download_artifact_dir(run_id: str, artifact_path: str, out_dir: Path, uri: str) -> Path:
     """Download a run's artifact folder so that its files land directly in ``out_dir``.
 
-    Raises ``ValueError`` when the run has no such artifact.
+    Raises ``ValueError`` when the run has no such artifact, or when a ``bundle`` artifact
+    holds no ``bundle.json`` (``out_dir`` then keeps nothing of it).
     """
     import mlflow
+
+    from training.bundle import BUNDLE_FILE
 
     configure(uri)
     client = mlflow.MlflowClient()
     if not client.list_artifacts(run_id, artifact_path):
         raise ValueError(f"run {run_id} has no {artifact_path!r} artifact")
     fetched = Path(client.download_artifacts(run_id, artifact_path, str(out_dir)))
+    if artifact_path == BUNDLE_ARTIFACT and not (fetched / BUNDLE_FILE).is_file():
+        shutil.rmtree(fetched)
+        raise ValueError(f"run {run_id}: its {artifact_path!r} artifact holds no {BUNDLE_FILE}")
     for item in fetched.iterdir():
         item.rename(out_dir / item.name)
     fetched.rmdir()
@@ -237,9 +259,16 @@ def download_artifact_dir(run_id: str, artifact_path: str, out_dir: Path, uri: s
 
 
 def run_data(run_id: str, uri: str) -> tuple[dict[str, str], dict[str, float], dict[str, str]]:
-    """(params, metrics, tags) of a run."""
+    """(params, metrics, tags) of a run. Raises ``ValueError`` naming a ``bundle`` tag that is
+    not a plain folder name (:func:`check_bundle_name`) before anyone joins it to a path."""
     import mlflow
 
     configure(uri)
     run = mlflow.MlflowClient().get_run(run_id)
-    return dict(run.data.params), dict(run.data.metrics), dict(run.data.tags)
+    tags = dict(run.data.tags)
+    if BUNDLE_TAG in tags:
+        try:
+            check_bundle_name(tags[BUNDLE_TAG])
+        except ValueError as exc:
+            raise ValueError(f"run {run_id}: {exc}; refusing to use it") from None
+    return dict(run.data.params), dict(run.data.metrics), tags

@@ -198,3 +198,32 @@ def test_interval_offsets_keep_the_conformal_guarantee_on_few_sessions() -> None
         inside.append(lo <= r[30] <= hi)
     # (25 / 31 = 0.806 in theory; empirical 10 % / 90 % quantiles give 24 / 31 = 0.774)
     assert 0.795 <= np.mean(inside) <= 0.83
+
+
+def test_forecasts_do_not_grow_with_the_gap_since_the_rooms_last_session(bundle, small_dataset):
+    # a plan 1 and 5 years after the data: room history is the same, only the gap since the
+    # room's last session (and the weekday) differ; training never saw a gap of even a month
+    near, far = (
+        _room_plan(small_dataset, start_time=_room_plan(small_dataset).start_time + gap)
+        for gap in (pd.Timedelta(days=365), pd.Timedelta(days=5 * 365 + 1))
+    )
+    a, b = score_plans(bundle, [near, far], drivers=False)
+    room = small_dataset.sessions[small_dataset.sessions["room_id"] == near.room_id]
+    for target in ("viewers", "gmv"):
+        assert 0.5 < b[target]["p50"] / a[target]["p50"] < 2.0
+        assert b[target]["p90"] < 10 * room[target].max()
+
+
+def test_the_base_holds_rates_and_gaps_to_their_training_range_and_extrapolates_scales():
+    from training.models import LogLinear
+
+    rng = np.random.default_rng(0)
+    gap = rng.uniform(0, 14, 500)  # days since the last session: a gap, not a scale
+    level = np.exp(rng.normal(8, 1, 500))  # the room's trailing viewers: a scale
+    y = 0.05 * gap + np.log1p(level) + rng.normal(0, 0.1, 500)
+    X = np.column_stack([gap, level])
+    base = LogLinear.fit(X, y, np.zeros(2, int), np.zeros(2, bool), alpha=1.0, clip=0.01)
+    edge, past = base.predict(np.array([[gap.max(), 1e4], [10 * gap.max(), 1e4]]))
+    assert past == pytest.approx(edge)
+    small, big = base.predict(np.array([[7.0, level.max()], [7.0, 100 * level.max()]]))
+    assert big - small == pytest.approx(np.log(100), rel=0.1)  # a bigger room, a bigger forecast

@@ -22,7 +22,8 @@ slot x festival x promo), so a bigger room and a stronger festival push the fore
 and past the edge of the training range; the trees then learn what is not log-linear
 (saturation, thresholds, interactions). The base reads every feature: numeric ones as they
 are, or as ``log1p`` when non-negative and heavy-tailed; plan inputs clipped to their 1st-99th
-training percentiles (room history is not clipped: a room's scale is what must extrapolate);
+training percentiles (a room's scale in its history is not clipped: it is what must
+extrapolate; its rates, gaps and shares are held to their training range);
 missing values imputed with the median plus a missing flag; categoricals one-hot. Its
 contributions are exact and additive, so the drivers add them to the trees' ``pred_contrib``.
 
@@ -206,7 +207,12 @@ class LogLinear:
         alpha: float,
         clip: float,
     ) -> LogLinear:
-        """Fit on model input ``X``; ``levels`` as above, ``clip_mask`` the features clipped."""
+        """Fit on model input ``X``; ``levels`` as above, ``clip_mask`` the features clipped to
+        their ``clip`` .. ``1 - clip`` quantiles. The other numeric features extrapolate only when
+        they are scales (non-negative and heavy-tailed, read as ``log1p``: a room bigger than any
+        seen is forecast bigger); rates, gaps and shares are held to their training range (a room
+        back after months away gets the longest gap's effect, not a line extended without
+        bound)."""
         from sklearn.linear_model import Ridge
 
         A = float_matrix(X)
@@ -224,6 +230,11 @@ class LogLinear:
             with _quiet_nan_warnings():
                 lower[clipped] = np.nanquantile(T[:, clipped], clip, axis=0)
                 upper[clipped] = np.nanquantile(T[:, clipped], 1 - clip, axis=0)
+        ranged = numeric & ~clipped & ~log
+        if ranged.any():  # rates, gaps and shares: never past what training saw
+            with _quiet_nan_warnings():
+                lower[ranged] = np.nanmin(T[:, ranged], axis=0)
+                upper[ranged] = np.nanmax(T[:, ranged], axis=0)
         lower, upper = np.nan_to_num(lower, nan=-np.inf), np.nan_to_num(upper, nan=np.inf)
         with _quiet_nan_warnings():
             fill = np.nan_to_num(np.nanmedian(np.clip(T, lower, upper), axis=0), nan=0.0)
@@ -543,7 +554,8 @@ def _dataset(
 
 
 def _fit_base(X: pd.DataFrame, y: np.ndarray, params: ForecastParams) -> LogLinear | None:
-    """The log-linear base on model input ``X`` (plan features clipped, room history not);
+    """The log-linear base on model input ``X`` (plan features clipped to their 1 % tails,
+    room history's rates and gaps to their training range, its scales not);
     None when ``params.base`` is off (trees boost from the mean)."""
     if not params.base:
         return None

@@ -19,22 +19,42 @@ def resolve_bundle(bundle: Path | None, model_version: str | None, target: str) 
     """The forecaster bundle folder to serve: a registered model version's, the given folder,
     or the champion of a models folder (default: the settings' models folder).
 
-    Raises ``ValueError`` or ``FileNotFoundError`` with a message for the user.
+    The bundle is verified (``bundle.json`` and file checksums, no LightGBM) here, in the CLI
+    process: a damaged bundle is an error before the server starts, not a worker that crashes
+    at every restart. Raises ``ValueError`` (``BundleError`` for a damaged bundle) or
+    ``FileNotFoundError`` with a message for the user.
     """
-    from training.bundle import BUNDLE_FILE, champion_path, version_bundle
+    from training.bundle import BUNDLE_FILE, champion_path, verify_bundle, version_bundle
 
     s = get_settings()
     if model_version is not None:
         if bundle is not None:
             raise ValueError("--bundle and --model-version are mutually exclusive")
-        return version_bundle(
+        resolved = version_bundle(
             model_version, target=target, uri=s.mlflow_uri, models_dir=s.models_dir
         )
-    folder = bundle or s.models_dir
-    resolved = folder if (folder / BUNDLE_FILE).exists() else champion_path(folder)
-    if not (resolved / BUNDLE_FILE).exists():
-        raise FileNotFoundError(f"{resolved}: not a model bundle (no {BUNDLE_FILE})")
+    else:
+        folder = bundle or s.models_dir
+        resolved = folder if (folder / BUNDLE_FILE).exists() else champion_path(folder)
+        if not (resolved / BUNDLE_FILE).exists():
+            raise FileNotFoundError(f"{resolved}: not a model bundle (no {BUNDLE_FILE})")
+    verify_bundle(resolved)
     return resolved
+
+
+def check_tier_bundle(tier_bundle: Path | None) -> str | None:
+    """Why the service will answer ``/v1/segment`` with 503 (a damaged or unusable tier
+    bundle), or None. A missing default tier bundle is not reported: the tier model is
+    optional."""
+    from training.tiers import verify_tier_bundle
+
+    try:
+        verify_tier_bundle(tier_bundle or get_settings().models_dir)
+    except FileNotFoundError as exc:
+        return str(exc) if tier_bundle is not None else None
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def serve(
@@ -72,6 +92,9 @@ def serve(
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
+    tier_problem = check_tier_bundle(tier_bundle)
+    if tier_problem is not None:  # the forecasts are still served
+        typer.echo(f"warning: /v1/segment will answer 503: {tier_problem}", err=True)
     env = dict(os.environ)
     env["LIVECAST_SERVE_BUNDLE"] = str(resolved.resolve())
     if tier_bundle is not None:

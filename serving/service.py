@@ -10,6 +10,13 @@ Endpoints (request / response models in :mod:`serving.schemas`):
 * ``GET /livez``, ``GET /readyz`` (ready once the models are loaded and warmed up),
   ``GET /metrics`` (Prometheus), ``GET /docs.json`` (OpenAPI), ``GET /`` the planner page.
 
+Bundles are verified (checksums) before LightGBM reads them. A missing or damaged fan-tier
+bundle disables only ``/v1/segment``: it answers 503 with the reason, while ``/readyz`` stays
+ready, since readiness gates the forecasts (the service's main job) and a load balancer
+taking the whole service out for the tier model would lose every endpoint. A damaged
+forecaster bundle stops the worker with a BundleError; ``livecast serve`` checks it before
+starting the server, so it exits 2 instead of spawning workers that fail.
+
 The forecaster bundle is read from ``LIVECAST_SERVE_BUNDLE`` (a bundle folder, or a models
 folder holding ``champion.json``), else the settings' ``models_dir`` champion. Bad input is a
 4xx JSON error naming the field: BentoML returns pydantic errors as 400, the middleware below
@@ -236,7 +243,7 @@ class Livecast:
         self.scorer = PlanScorer(bundle, tz=settings.timezone, num_threads=1)
         self.scorer.warm_up()
         self.tz = settings.timezone
-        self.tiers = _load_tiers(self.tier_bundle_path)
+        self.tiers, self.tiers_error = _load_tiers(self.tier_bundle_path)
         if self.tiers is not None:  # warm up the fan-feature SQL and the booster
             segment_payload(self.tiers, [_WARM_UP_EVENT], None, tz=self.tz)
         # the loaded models and history state live as long as the process: keep them out of
@@ -303,7 +310,7 @@ class Livecast:
         """Fan events -> tier and probabilities, through the batch run's ``segment_frame``."""
         if self.tiers is None:
             return _error(  # type: ignore[return-value]
-                503, "no fan-tier model is loaded; run the tier training", ["model"], "no_model"
+                503, f"no fan-tier model is loaded: {self.tiers_error}", ["model"], "no_model"
             )
         try:
             return segment_payload(self.tiers, events, cutoff, tz=self.tz)
@@ -362,17 +369,25 @@ def segment_payload(
     )
 
 
-def _load_tiers(path: Path) -> Any:
-    """The fan-tier model, or None when there is none (``/v1/segment`` then answers 503)."""
+def _load_tiers(path: Path) -> tuple[Any, str | None]:
+    """The fan-tier model and None, or None and the reason there is none (``/v1/segment``
+    then answers 503 with it). The bundle is verified before LightGBM reads it, so a damaged
+    one is a BundleError here, not a crash of the process."""
     try:
         from training.tiers import load_tier_bundle
-    except ImportError:
-        return None
+    except ImportError as exc:
+        return None, f"the tier model code is unavailable ({exc})"
+    from training.bundle import BundleError
+
     try:
-        return load_tier_bundle(path)
+        return load_tier_bundle(path), None
     except Exception as exc:  # a broken tier bundle must not stop the forecaster
         logger.warning("no fan-tier model loaded from %s: %s", path, exc)
-        return None
+        if isinstance(exc, BundleError):  # the folder's name, not the server's paths
+            return None, f"tier bundle {exc.path.name} is corrupted: {exc.file} {exc.problem}"
+        if isinstance(exc, FileNotFoundError):
+            return None, "no tier bundle is installed; run livecast segments train and promote"
+        return None, str(exc)
 
 
 Livecast.add_asgi_middleware(GuardMiddleware)

@@ -36,7 +36,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.contract import DEFAULT_TZ
 from features.fans import FEATURE_COLUMNS, TIERS, TierRules, connect, fan_features, tier_labels
-from training.bundle import atomic_dir, champion_path
+from training.bundle import (
+    FILES_KEY,
+    BundleError,
+    atomic_dir,
+    champion_path,
+    file_checksums,
+    read_bundle_meta,
+    verify_files,
+)
 
 BUNDLE_FILE = "bundle.json"
 BOOSTER_FILE = "tiers.lgb.txt"
@@ -320,7 +328,10 @@ def save_tier_bundle(
     model: TierModel, out_dir: str | Path, metadata: dict[str, Any] | None = None
 ) -> Path:
     """Write ``tiers.lgb.txt`` + ``bundle.json`` into ``out_dir`` atomically (built beside the
-    target under a temporary name, then renamed into place). Returns ``out_dir``."""
+    target under a temporary name, then renamed into place). Returns ``out_dir``.
+
+    ``bundle.json`` (written last) lists the booster's sha256 under ``"files"``.
+    """
     with atomic_dir(out_dir) as tmp:
         model.booster.save_model(str(tmp / BOOSTER_FILE))
         meta = {
@@ -333,27 +344,51 @@ def save_tier_bundle(
             "model_file": BOOSTER_FILE,
             "libraries": _lib_versions(),
             "metadata": {**model.metadata, **(metadata or {})},
+            FILES_KEY: file_checksums(tmp, [BOOSTER_FILE]),
         }
         (tmp / BUNDLE_FILE).write_text(json.dumps(meta, indent=2, default=str))
     return Path(out_dir)
 
 
-def load_tier_bundle(path: str | Path) -> TierModel:
-    """Load a tier bundle folder, or the tier champion when given the ``models/`` folder."""
+_REQUIRED = ("kind", "tiers", "features", "rules", "class_weights", "model_file", "metadata")
+
+
+def verify_tier_bundle(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """Check a tier bundle folder (or the tier champion of a models folder) without loading
+    it: ``bundle.json`` parses, is a tier bundle with the keys the loader reads, and the booster
+    is present and intact (its checksum, or for older bundles a complete LightGBM model).
+    Returns the bundle folder and its metadata.
+
+    Raises FileNotFoundError when there is no tier bundle, BundleError when it is damaged and
+    ValueError when it is another kind of bundle.
+    """
     path = Path(path)
     if not (path / BUNDLE_FILE).exists() and (path / TIER_CHAMPION_FILE).exists():
         path = champion_path(path, TIER_CHAMPION_FILE)
-    meta_file = path / BUNDLE_FILE
-    if not meta_file.exists():
+    if not (path / BUNDLE_FILE).exists():
         raise FileNotFoundError(
             f"{path}: not a tier model bundle (no {BUNDLE_FILE}, no {TIER_CHAMPION_FILE});"
             " run livecast segments train and promote"
         )
-    meta = json.loads(meta_file.read_text())
+    meta = read_bundle_meta(path, ())
     if meta.get("kind") != KIND:
         raise ValueError(f"{path}: bundle kind is {meta.get('kind')!r}, not a tier model")
+    meta = read_bundle_meta(path, _REQUIRED)
+    if not isinstance(meta["metadata"], dict):
+        raise BundleError(path, BUNDLE_FILE, "has a malformed 'metadata' entry")
     if list(meta["tiers"]) != list(TIERS):
         raise ValueError(f"{path}: bundle tiers {meta['tiers']} differ from {list(TIERS)}")
+    verify_files(path, meta, [meta["model_file"]], [])
+    return path, meta
+
+
+def load_tier_bundle(path: str | Path) -> TierModel:
+    """Load a tier bundle folder, or the tier champion when given the ``models/`` folder.
+
+    The folder is verified first (:func:`verify_tier_bundle`): a damaged bundle raises
+    BundleError before LightGBM reads the booster.
+    """
+    path, meta = verify_tier_bundle(path)
     booster = lgb.Booster(model_file=str(path / meta["model_file"]))
     return TierModel(
         booster,

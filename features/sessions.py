@@ -1200,6 +1200,37 @@ def build_session_features(
     return _frame(inputs, ordered["start_time"], cols)
 
 
+def snapshot_session_features(
+    sessions: pd.DataFrame,
+    products: pd.DataFrame,
+    history_sessions: pd.DataFrame,
+    history_products: pd.DataFrame,
+    *,
+    tz: str = DEFAULT_TZ,
+) -> pd.DataFrame:
+    """Feature rows of ``sessions`` as the service scores them from a history snapshot.
+
+    Room and SKU history come from ``history_sessions`` / ``history_products`` alone (what a
+    bundle holds when it was trained); sessions of ``sessions`` never see each other, as plans
+    scored days or weeks ahead do not. Plan inputs and the product mix come from the sessions'
+    own rows. Same columns and row order as :func:`build_session_features`, which instead gives
+    each session every earlier session (a history refreshed before each one).
+    """
+    ordered = sessions.sort_values(["start_time", "session_id"], kind="stable")
+    ordered = ordered.reset_index(drop=True)
+    summary = product_mix_summary(products)
+    inputs = session_inputs(ordered, tz)
+    context = plan_context(history_sessions, history_products, tz=tz)
+    cols = session_columns(
+        inputs,
+        summary_columns(summary, inputs.session_id),
+        context.rooms,
+        context.skus,
+        sku_list(products, inputs.session_id),
+    )
+    return _frame(inputs, ordered["start_time"], cols)
+
+
 @dataclass(frozen=True)
 class PlanContext:
     """The history state plan features read, computed once from a history snapshot (the

@@ -51,7 +51,7 @@ def _room_plan(ds, **update):
     return base.model_copy(update=update)
 
 
-def test_backtest_never_trains_on_rows_at_or_after_the_cut(small_frame, monkeypatch):
+def test_backtest_never_trains_on_rows_at_or_after_the_cut(small_frame, small_dataset, monkeypatch):
     seen = []
     real_fit = backtest_module.fit_forecaster
 
@@ -61,12 +61,35 @@ def test_backtest_never_trains_on_rows_at_or_after_the_cut(small_frame, monkeypa
 
     monkeypatch.setattr(backtest_module, "fit_forecaster", spy)
     windows = make_cuts(small_frame["start_time"], folds=2, horizon_days=20)
-    result = run_backtest(small_frame, params=FAST, windows=windows, baselines=False)
+    ds = small_dataset
+    result = run_backtest(
+        small_frame,
+        params=FAST,
+        windows=windows,
+        baselines=False,
+        sessions=ds.sessions,
+        products=ds.session_products,
+    )
     assert len(seen) == 2
     for latest, (cut, _end) in zip(seen, windows, strict=True):
         assert latest < cut
     preds = result.predictions
     assert (preds["start_time"] >= preds["cut"]).all()
+    # lead time, and the forecast from the history frozen at the cut (as the service scores)
+    assert preds["lead_days"].between(0, 20).all()
+    first = preds.sort_values("start_time").groupby(["fold", "room_id"]).head(1).index
+    later = preds.index.difference(first)
+    for t in ("viewers", "gmv"):
+        fresh, frozen = preds[f"{t}__model_p50"], preds[f"{t}__frozen_p50"]
+        np.testing.assert_allclose(frozen[first], fresh[first])  # the same history
+        assert (frozen[later] != fresh[later]).mean() > 0.9
+    from training.report import error_by_lead
+
+    lead = error_by_lead(preds, ["viewers", "gmv"])
+    assert set(lead["history"]) == {"fresh", "frozen"}
+    assert set(lead["lead_days"]) == {"0-7", "8-14", "15-30", "all"}
+    total = lead[(lead["lead_days"] == "all") & (lead["target"] == "gmv")]
+    assert total["n"].tolist() == [len(preds)] * 2
 
 
 def test_intervals_never_cross_and_are_positive(bundle, small_frame):

@@ -222,3 +222,25 @@ def test_write_report_without_host_and_duration_columns(tmp_path):
     data = _strict_json((tmp_path / "breakdown.json").read_text())
     assert list(data) == ["host", "month"]
     assert {r["group"] for r in data["host"]} == {"r1", "r2", "r3"}
+
+
+def test_error_by_lead_by_hand():
+    from training.report import error_by_lead
+
+    preds = pd.DataFrame(
+        {
+            "lead_days": [0.5, 3.0, 9.0, 40.0],
+            "gmv": [100.0, 100.0, 200.0, 50.0],
+            "gmv__model_p10": [50.0, 50.0, 100.0, 10.0],
+            "gmv__model_p50": [80.0, 130.0, 200.0, 40.0],
+            "gmv__model_p90": [90.0, 200.0, 300.0, 60.0],
+        }
+    )
+    df = error_by_lead(preds, ["gmv"]).set_index("lead_days")
+    assert list(df.index) == ["0-7", "8-14", "31-60", "all"]  # empty buckets are left out
+    assert set(df["history"]) == {"fresh"}  # no frozen columns: fresh only
+    assert df.loc["0-7", "n"] == 2
+    assert df.loc["0-7", "wape"] == pytest.approx(50 / 200)
+    assert df.loc["0-7", "bias"] == pytest.approx(10 / 200)
+    assert df.loc["0-7", "coverage_p10_p90"] == pytest.approx(0.5)
+    assert df.loc["all", "wape"] == pytest.approx(60 / 450)

@@ -576,3 +576,29 @@ def test_sku_track_record_uses_only_earlier_sessions(small_dataset):
     pd.testing.assert_frame_equal(base.loc[early, cols], after.loc[early, cols])
     assert not base.loc[~early, cols].equals(after.loc[~early, cols])
     assert base.loc[early, "room__sku_hist_share"].gt(0).any()
+
+
+def test_snapshot_features_freeze_the_history_at_the_cut(small_dataset):
+    from features.sessions import build_session_features, snapshot_session_features
+
+    sessions, products = small_dataset.sessions, small_dataset.session_products
+    cut = sessions["start_time"].max() - pd.Timedelta(days=30)
+    history, ahead = sessions[sessions["start_time"] < cut], sessions[sessions["start_time"] >= cut]
+    hist_p = products[products["session_id"].isin(history["session_id"])]
+    ahead_p = products[products["session_id"].isin(ahead["session_id"])]
+    snap = snapshot_session_features(ahead, ahead_p, history, hist_p).set_index("session_id")
+    fresh = build_session_features(sessions, products).set_index("session_id").loc[snap.index]
+    assert list(snap.columns) == list(fresh.columns)
+    # a room's first session after the cut sees the same history either way: identical rows
+    first = ahead.sort_values("start_time").groupby("room_id")["session_id"].first()
+    pd.testing.assert_frame_equal(snap.loc[first], fresh.loc[first])
+    # later sessions do not see the ones between the cut and them
+    later = snap.index.difference(first)
+    prior_at_cut = history.groupby("room_id").size()
+    expected = snap.loc[later, "room_id"].map(prior_at_cut).fillna(0).to_numpy(float)
+    np.testing.assert_array_equal(snap.loc[later, "room__n_prior"].fillna(0), expected)
+    assert (fresh.loc[later, "room__n_prior"] > snap.loc[later, "room__n_prior"]).all()
+    # so the outcomes of sessions after the cut cannot reach any of them
+    altered = ahead.assign(viewers=ahead["viewers"] * 10, gmv=ahead["gmv"] * 10)
+    again = snapshot_session_features(altered, ahead_p, history, hist_p).set_index("session_id")
+    pd.testing.assert_frame_equal(again, snap)

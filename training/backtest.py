@@ -71,6 +71,8 @@ def run_backtest(
     baselines: bool = True,
     windows: list[tuple[pd.Timestamp, pd.Timestamp]] | None = None,
     selection: Selection | None = None,
+    sessions: pd.DataFrame | None = None,
+    products: pd.DataFrame | None = None,
 ) -> BacktestResult:
     """Backtest on a training frame (``training.data.training_frame``).
 
@@ -78,6 +80,13 @@ def run_backtest(
     Each target's settings are chosen once, on data before the first cut
     (:func:`training.selection.select_params`), and used in every fold; ``selection`` reuses
     an earlier choice instead.
+
+    Every prediction carries ``lead_days`` (days from its fold's cut to its start). Given the
+    contract tables the frame was built from (``sessions``, ``products``), the model also
+    scores each test session from the history frozen at the cut (``<target>__frozen_p10`` ..
+    ``_p90``, :func:`features.sessions.snapshot_session_features`): what the service delivers
+    for a plan made at the cut, where the main columns give each session a history refreshed
+    up to the session before it.
     """
     from features.sessions import history_columns
 
@@ -107,11 +116,17 @@ def run_backtest(
         part = test[keys].copy()
         part["fold"] = fold
         part["cut"] = c
+        part["lead_days"] = ((test["start_time"] - c) / pd.Timedelta(days=1)).to_numpy()
         part["cold_start"] = pred["cold_start"].to_numpy()
         part["room__followers"] = test["room__followers"].to_numpy()
         for t in targets:
             for q in ("p10", "p50", "p90"):
                 part[f"{t}__model_{q}"] = pred[f"{t}_{q}"].to_numpy()
+        if sessions is not None and products is not None:
+            frozen = model.predict(_frozen_frame(sessions, products, test["session_id"], c))
+            for t in targets:
+                for q in ("p10", "p50", "p90"):
+                    part[f"{t}__frozen_{q}"] = frozen[f"{t}_{q}"].to_numpy()
         if baselines:
             # the spreadsheet-level baseline: plain LightGBM on the room history, no base
             plain = params.model_copy(update={"base": False})
@@ -132,6 +147,20 @@ def run_backtest(
     return BacktestResult(
         compute_metrics(preds, targets), preds, [w[0] for w in windows], selection
     )
+
+
+def _frozen_frame(
+    sessions: pd.DataFrame, products: pd.DataFrame, ids: pd.Series, cut: pd.Timestamp
+) -> pd.DataFrame:
+    """Features of the sessions ``ids`` (in that order) from the history before ``cut``."""
+    from features.sessions import snapshot_session_features
+
+    history = sessions[sessions["start_time"] < cut]
+    ahead = sessions[sessions["session_id"].isin(set(ids))]
+    in_history = products["session_id"].isin(set(history["session_id"]))
+    in_ahead = products["session_id"].isin(set(ahead["session_id"]))
+    snap = snapshot_session_features(ahead, products[in_ahead], history, products[in_history])
+    return snap.set_index("session_id").loc[ids.to_numpy()].reset_index()
 
 
 def compute_metrics(preds: pd.DataFrame, targets: tuple[str, ...] = TARGETS) -> dict:

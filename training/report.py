@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from features.io import atomic_path, write_parquet
 from training.backtest import METHODS, BacktestResult, bars, room_size_band
-from training.metrics import bias, wape
+from training.metrics import bias, coverage, wape
 
 BREAKDOWNS = ("host", "room", "duration_band", "month")
 DURATION_BANDS = ("<1h", "1-2h", "2-4h", "4-8h", ">=8h")
@@ -221,6 +221,49 @@ def error_breakdown(
     return pd.DataFrame(rows, columns=columns)
 
 
+QUANTILE_NAMES = ("p10", "p50", "p90")
+LEAD_BUCKETS = ((0, 8, "0-7"), (8, 15, "8-14"), (15, 31, "15-30"), (31, 61, "31-60"))
+"""Lead-time buckets (days from the forecast's cut to the session's start, [low, high))."""
+
+
+def error_by_lead(preds: pd.DataFrame, targets: list[str] | tuple[str, ...]) -> pd.DataFrame:
+    """WAPE, bias and P10-P90 coverage of the model by lead-time bucket (:data:`LEAD_BUCKETS`,
+    then ``>60`` and ``all``), with the history refreshed before each session (``fresh``: the
+    backtest's main columns) and, when the predictions hold them, frozen at the cut
+    (``frozen``: what the service delivers for a plan made at the cut). Empty without
+    ``lead_days``."""
+    columns = ["target", "lead_days", "n", "history", "wape", "bias", "coverage_p10_p90"]
+    if "lead_days" not in preds or len(preds) == 0:
+        return pd.DataFrame(columns=columns)
+    lead = preds["lead_days"].to_numpy(float)
+    last = LEAD_BUCKETS[-1][1]
+    buckets = [*LEAD_BUCKETS, (last, np.inf, f">{last - 1}"), (-np.inf, np.inf, "all")]
+    rows = []
+    for t in targets:
+        for kind, col in (("fresh", "model"), ("frozen", "frozen")):
+            if f"{t}__{col}_p50" not in preds:
+                continue
+            for low, high, name in buckets:
+                g = preds[(lead >= low) & (lead < high)]
+                y = g[t].to_numpy(float)
+                if not np.isfinite(y).any():
+                    continue
+                p10, p50, p90 = (g[f"{t}__{col}_{q}"].to_numpy(float) for q in QUANTILE_NAMES)
+                ok = np.isfinite(y)
+                rows.append(
+                    {
+                        "target": t,
+                        "lead_days": name,
+                        "n": int(ok.sum()),
+                        "history": kind,
+                        "wape": wape(y, p50),
+                        "bias": bias(y, p50),
+                        "coverage_p10_p90": coverage(y[ok], p10[ok], p90[ok]),
+                    }
+                )
+    return pd.DataFrame(rows, columns=columns)
+
+
 def error_breakdowns(
     preds: pd.DataFrame, targets: list[str] | tuple[str, ...], *, tz: str | None = None
 ) -> dict[str, pd.DataFrame]:
@@ -290,6 +333,11 @@ def write_report(
         by: [{k: _json_value(v) for k, v in row.items()} for row in df.to_dict("records")]
         for by, df in breakdowns.items()
     }
+    by_lead = error_by_lead(result.predictions, targets)
+    if len(by_lead):
+        payload["lead"] = [
+            {k: _json_value(v) for k, v in row.items()} for row in by_lead.to_dict("records")
+        ]
     with atomic_path(breakdown_path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2))
     has_oracle = any(result.metrics[t].get("oracle") for t in targets)
@@ -320,6 +368,17 @@ def write_report(
         markdown_table(coverage_by_fold(result.predictions, targets)),
         "",
     ]
+    if len(by_lead):
+        lines += [
+            "## Error by lead time",
+            "",
+            "Days from the cut to the session. *fresh*: room history up to the session before "
+            "(the table above); *frozen*: history as it was at the cut, as the service scores "
+            "a plan made then.",
+            "",
+            markdown_table(by_lead),
+            "",
+        ]
     lines += served_section(result)
     lines += choice_section(result)
     for by, df in breakdowns.items():

@@ -107,7 +107,15 @@ def train(
     params = params or ForecastParams()
     if frame is None:
         frame = training_frame(ds.sessions, ds.session_products)
-    bt = run_backtest(frame, truth=ds.truth, params=params, folds=folds, horizon_days=horizon_days)
+    bt = run_backtest(
+        frame,
+        truth=ds.truth,
+        params=params,
+        folds=folds,
+        horizon_days=horizon_days,
+        sessions=ds.sessions,
+        products=ds.session_products,
+    )
     signature = fold_signature(frame, bt.cuts, horizon_days)
     train_id = train_id_for(signature, params)
     report_dir = Path(report_dir)

@@ -9,14 +9,23 @@ Each table is a pandera schema. Validation is lazy: every failing row and column
 
 Units: money in the room's currency (CNY for Chinese platforms), durations in minutes, dwell and
 watch time in seconds, rates as fractions in [0, 1]. Times are timezone-aware; naive times are
-read as :data:`DEFAULT_TZ`.
+read as :data:`DEFAULT_TZ`, and must fall in :data:`TIME_RANGE` (the nanosecond timestamps the
+tables are stored as).
+
+Beyond the schema, :func:`consistency_warnings` lists rows whose outcomes contradict each other
+(more orders than viewers, GMV 0 with orders, a live price above the list price, outcomes of a
+session that has not started yet...). Real exports do have such rows, so they are warnings, not
+failures; :func:`check_consistency` turns them into a :class:`ContractError` when asked (the
+importers' ``strict`` mode).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
@@ -69,6 +78,9 @@ EventType = Literal["watch", "comment", "like", "share", "follow", "order", "ref
 MAX_DURATION_MIN = 24 * 60
 MAX_MONEY = 1e11  # far above any single session's GMV; catches unit mistakes (fen vs yuan)
 MAX_COUNT = 1e9
+TIME_RANGE = (pd.Timestamp("1678-01-01", tz="UTC"), pd.Timestamp("2262-01-01", tz="UTC"))
+"""Times must fall in this range: the tables store nanosecond timestamps (1677-09-21 to
+2262-04-11), and a year outside it is a typo or a unit mistake anyway."""
 
 # Outcome columns of the sessions table: known only after the session ends. Features never
 # read them for the session they describe.
@@ -288,6 +300,150 @@ def localize(series: pd.Series, tz: str = DEFAULT_TZ) -> pd.Series:
     return series.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
 
 
+def _localize_cells(series: pd.Series, tz: str) -> pd.Series:
+    """Each cell as a Timestamp in ``tz`` (naive read as ``tz``, aware converted), NaT when it
+    does not parse; slow, for columns :func:`localize` cannot take as a whole (cells with
+    different UTC offsets, values beyond the nanosecond range)."""
+    values = []
+    for value in series:
+        try:
+            t = pd.Timestamp(value)
+            if t is not pd.NaT:
+                t = (
+                    t.tz_convert(tz)
+                    if t.tzinfo is not None
+                    else t.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
+                )
+        except (ValueError, TypeError, OverflowError):
+            t = pd.NaT
+        values.append(t)
+    return pd.Series(values, index=series.index, dtype=object)
+
+
+def _checked_times(series: pd.Series, column: str, tz: str) -> tuple[pd.Series, pd.DataFrame]:
+    """``series`` as timezone-aware times in ``tz`` (see :func:`localize`) and the failure table
+    of its missing, unparseable and out-of-range (:data:`TIME_RANGE`) cells. Cells with an
+    explicit UTC offset are exact instants: they are converted, whatever their offset. Never
+    raises a pandas error."""
+    lo, hi = TIME_RANGE
+    try:
+        parsed = localize(series, tz)
+        outside = parsed.notna() & ((parsed < lo) | (parsed >= hi))
+    except (ValueError, TypeError, OverflowError):  # mixed offsets, out-of-bounds values
+        cells = _localize_cells(series, tz)
+        inside = cells.map(lambda t: t is not pd.NaT and lo <= t < hi).astype(bool)
+        outside = cells.notna() & ~inside
+        parsed = pd.to_datetime(cells.where(inside), utc=True).dt.tz_convert(tz)
+    bad = parsed.isna() & ~outside
+    check = pd.Series("parseable timestamp", index=series.index).where(
+        ~outside, f"time between {lo.year} and {hi.year - 1}"
+    )
+    failing = bad | outside
+    failures = pd.DataFrame(
+        {
+            "row": list(series.index[failing]),
+            "column": column,
+            "check": list(check[failing]),
+            "value": list(series[failing]),
+        }
+    )
+    return parsed.where(~outside), failures
+
+
+def _numbers(df: pd.DataFrame, column: str) -> pd.Series:
+    if column not in df.columns:
+        return pd.Series(float("nan"), index=df.index)
+    return pd.to_numeric(df[column], errors="coerce").astype(float)
+
+
+def _fmt(values: pd.Series, i: int) -> str:
+    """The ``i``-th number for a message: ``1,500`` or ``12.50``."""
+    x = float(values.iloc[i])
+    return f"{x:,.0f}" if x.is_integer() else f"{x:,.2f}"
+
+
+def consistency_warnings(
+    df: pd.DataFrame, table: str, *, now: pd.Timestamp | None = None
+) -> pd.DataFrame:
+    """Rows of a validated ``table`` whose values contradict each other, as a failure table
+    (``row``, ``column``, ``check``, ``value``; ``row`` is the index label, e.g. a file row).
+
+    * sessions: more orders than viewers, more buyers than orders, a peak above the cumulative
+      viewers, GMV 0 with orders, orders 0 with GMV, outcomes of a session starting after
+      ``now`` (a session that has not started has no outcomes);
+    * session_products: a live price above the list price, GMV 0 with units sold, units 0 with
+      GMV;
+    * fan_events: an event after ``now``.
+
+    ``now`` defaults to the current time. Missing values contradict nothing.
+    """
+    now = pd.Timestamp.now(tz="UTC") if now is None else now
+    when = f"now ({now.tz_convert('UTC'):%Y-%m-%d %H:%M} UTC)"
+    found: list[tuple[int, tuple[object, str, str, object]]] = []
+
+    def add(mask: pd.Series, column: str, check: Callable[[int], str]) -> None:
+        for i in np.flatnonzero(mask.fillna(False).to_numpy(dtype=bool)):
+            value = df[column].iloc[i]
+            value = value.item() if isinstance(value, np.generic) else value
+            found.append((int(i), (df.index[i], column, check(i), value)))
+
+    def after_now(column: str) -> pd.Series:
+        if column not in df.columns or not isinstance(df[column].dtype, pd.DatetimeTZDtype):
+            return pd.Series(False, index=df.index)
+        return df[column] > now
+
+    num = {c: _numbers(df, c) for c in ("viewers", "orders", "buyers", "peak_concurrent", "gmv")}
+    num |= {c: _numbers(df, c) for c in ("list_price", "live_price", "units_sold")}
+
+    def above(column: str, other: str, what: str) -> None:
+        add(num[column] > num[other], column, lambda i: f"{what} ({other} {_fmt(num[other], i)})")
+
+    def zero_with(column: str, other: str) -> None:
+        mask = num[column].eq(0) & (num[other] > 0)
+        add(mask, column, lambda i: f"{column} 0 with {other} {_fmt(num[other], i)}")
+
+    if table == "sessions":
+        above("orders", "viewers", "more orders than viewers")
+        above("buyers", "orders", "more buyers than orders")
+        above("peak_concurrent", "viewers", "peak above the cumulative viewers")
+        zero_with("gmv", "orders")
+        zero_with("orders", "gmv")
+        present = [c for c in SESSION_OUTCOMES if c in df.columns]
+        has = df[present].notna()
+
+        def outcomes(i: int) -> str:
+            names = ", ".join(c for c in present if has[c].iloc[i])
+            return f"starts after {when} yet has outcomes ({names})"
+
+        add(after_now("start_time") & has.any(axis=1), "start_time", outcomes)
+    elif table == "session_products":
+        above("live_price", "list_price", "live price above the list price")
+        zero_with("gmv", "units_sold")
+        zero_with("units_sold", "gmv")
+    elif table == "fan_events":
+        add(after_now("event_time"), "event_time", lambda i: f"event after {when}")
+    found.sort(key=lambda item: item[0])
+    return pd.DataFrame(
+        [record for _, record in found], columns=["row", "column", "check", "value"], dtype=object
+    )
+
+
+def check_consistency(
+    df: pd.DataFrame,
+    table: str,
+    *,
+    source: str = "",
+    strict: bool = False,
+    now: pd.Timestamp | None = None,
+) -> pd.DataFrame:
+    """:func:`consistency_warnings` of ``df``; with ``strict`` they are errors: a
+    :class:`ContractError` listing them."""
+    warnings = consistency_warnings(df, table, now=now)
+    if strict and len(warnings):
+        raise ContractError(table, warnings, source)
+    return warnings
+
+
 def validate(
     df: pd.DataFrame, table: str, *, source: str = "", tz: str = DEFAULT_TZ
 ) -> pd.DataFrame:
@@ -300,19 +456,8 @@ def validate(
     df = df.copy()
     time_col = TIME_COLUMNS.get(table)
     if time_col and time_col in df.columns:
-        parsed = localize(df[time_col], tz)
-        bad = parsed.isna() & df[time_col].notna()
-        missing = df[time_col].isna()
-        if bad.any() or missing.any():
-            idx = df.index[bad | missing]
-            failures = pd.DataFrame(
-                {
-                    "row": list(idx),
-                    "column": time_col,
-                    "check": "parseable timestamp",
-                    "value": list(df.loc[idx, time_col]),
-                }
-            )
+        parsed, failures = _checked_times(df[time_col], time_col, tz)
+        if len(failures):
             raise ContractError(table, failures, source)
         df[time_col] = parsed.astype(f"datetime64[ns, {parsed.dt.tz}]")
     try:

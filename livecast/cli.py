@@ -125,6 +125,47 @@ def features(
     )
 
 
+EncodingOption = Annotated[
+    str | None,
+    typer.Option(help="Text encoding of a CSV (e.g. gb18030); default: utf-8 / BOM / gb18030."),
+]
+StrictOption = Annotated[
+    bool,
+    typer.Option(
+        "--strict", help="Rows whose values contradict each other are errors, not warnings."
+    ),
+]
+DayfirstOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--dayfirst/--monthfirst",
+        help="Order of 01/02/2024-style dates (default: what the column's values show).",
+    ),
+]
+
+
+def _print_warnings(table: str, warnings: Any, source: Path) -> None:
+    """Contract warnings (rows kept) as a table like the contract failures, on stderr."""
+    if len(warnings) == 0:
+        return
+    err_console.print(
+        f"[bold yellow]{table} in {source}: {len(warnings)} contract warning(s): rows kept, "
+        "their values contradict each other (--strict makes them errors)[/]"
+    )
+    # the kind of check, without the row's own values ("... (viewers 10)", "... gmv 100")
+    kind = warnings["check"].astype(str).str.split(" (", regex=False).str[0]
+    kind = kind.str.replace(r"\s+[-\d.]+$", "", regex=True)
+    counts = kind.value_counts()
+    err_console.print("by check: " + "; ".join(f"{c}: {n}" for c, n in counts.items()))
+    top = 20
+    table_view = Table("row", "column", "check", "value", show_lines=False)
+    for row in warnings.head(top).itertuples(index=False):
+        table_view.add_row(str(row.row), str(row.column), str(row.check), repr(row.value))
+    err_console.print(table_view)
+    if len(warnings) > top:
+        err_console.print(f"... and {len(warnings) - top} more warnings")
+
+
 @import_app.command("chanmama")
 @_friendly_errors
 def import_chanmama(
@@ -134,14 +175,19 @@ def import_chanmama(
     host: Annotated[
         str | None, typer.Option(help="Host name when the file has no Name column.")
     ] = None,
+    encoding: EncodingOption = None,
+    strict: StrictOption = False,
 ) -> None:
     """Import a Chanmama (蝉妈妈) Douyin live-session export into a sessions table."""
     from features.importers.chanmama import import_chanmama as run_import
     from features.io import write_parquet
 
-    result = run_import(file, year=year, tz=get_settings().timezone, host=host)
+    result = run_import(
+        file, year=year, tz=get_settings().timezone, host=host, encoding=encoding, strict=strict
+    )
     write_parquet(result.table, out / "sessions.parquet")
     console.print(_summary_table(f"sessions written to {out}", result.summary))
+    _print_warnings("sessions", result.warnings, file)
 
 
 @import_app.command("transactions")
@@ -161,6 +207,9 @@ def import_transactions(
         str | None, typer.Option(help="strftime format of the time column, e.g. %Y%m%d.")
     ] = None,
     room_id: Annotated[str, typer.Option(help="Room id to file the purchases under.")] = "store",
+    dayfirst: DayfirstOption = None,
+    encoding: EncodingOption = None,
+    strict: StrictOption = False,
 ) -> None:
     """Import a purchase-only transaction log as fan_events (order events)."""
     from features.importers.transactions import import_transactions as run_import
@@ -175,9 +224,13 @@ def import_transactions(
         time_format=time_format,
         room_id=room_id,
         tz=get_settings().timezone,
+        dayfirst=dayfirst,
+        encoding=encoding,
+        strict=strict,
     )
     write_parquet(result.table, out / "fan_events.parquet")
     console.print(_summary_table(f"fan_events written to {out}", result.summary))
+    _print_warnings("fan_events", result.warnings, file)
 
 
 @import_app.command("table")
@@ -194,6 +247,13 @@ def import_table(
             "'error' lists them, 'keep-first' keeps the first row per key and counts the rest."
         ),
     ] = "error",
+    time_format: Annotated[
+        str | None,
+        typer.Option(help="strftime format of the time column (replaces the mapping's)."),
+    ] = None,
+    dayfirst: DayfirstOption = None,
+    encoding: EncodingOption = None,
+    strict: StrictOption = False,
 ) -> None:
     """Import any export for one contract table, renaming columns with a YAML mapping.
 
@@ -208,9 +268,14 @@ def import_table(
         mapping=mapping,
         tz=get_settings().timezone,
         on_duplicate=on_duplicate,
+        time_format=time_format,
+        dayfirst=dayfirst,
+        encoding=encoding,
+        strict=strict,
     )
     write_parquet(result.table, out / TABLE_FILES[table])
     console.print(_summary_table(f"{table} written to {out}", result.summary))
+    _print_warnings(table, result.warnings, file)
 
 
 @import_app.command("ns-homeshopping")
@@ -221,14 +286,18 @@ def import_ns_homeshopping(
     rating: Annotated[
         Path | None, typer.Option(help="Minute-level rating CSV (default: beside FILE).")
     ] = None,
+    encoding: EncodingOption = None,
+    strict: StrictOption = False,
 ) -> None:
     """Import NS Home Shopping broadcast slots as sessions (a show = consecutive slots)."""
     from features.importers.ns_homeshopping import import_ns_homeshopping as run_import
     from features.io import write_dataset
 
-    ds, summary = run_import(file, rating=rating)
-    write_dataset(ds, out)
-    console.print(_summary_table(f"dataset written to {out}", summary))
+    result = run_import(file, rating=rating, encoding=encoding, strict=strict)
+    write_dataset(result.dataset, out)
+    console.print(_summary_table(f"dataset written to {out}", result.summary))
+    for table, warnings in result.warnings.items():
+        _print_warnings(table, warnings, file)
 
 
 def _print_metrics(metrics: dict[str, Any]) -> None:
@@ -275,6 +344,21 @@ def _print_breakdowns(preds: Any, top: int = 10) -> None:
             for row in breakdown_view(df, t, top=top).itertuples(index=False):
                 table.add_row(str(row[0]), *[_cell(v) for v in row[1:]])
             console.print(table)
+
+
+def _print_lead(preds: Any) -> None:
+    """WAPE / bias / coverage by lead time, history refreshed and frozen at the cut."""
+    from training.report import error_by_lead
+
+    targets = [t for t in ("viewers", "gmv") if t in preds]
+    df = error_by_lead(preds, targets)
+    if len(df) == 0:
+        return
+    table = Table("target", "lead days", "n", "history", "WAPE", "bias", "P10-P90 coverage",
+                  title="error by lead time (frozen: history as at the cut)")  # fmt: skip
+    for row in df.itertuples(index=False):
+        table.add_row(*[str(v) for v in row[:4]], *[_cell(v) for v in row[4:]])
+    console.print(table)
 
 
 def _print_served(result: Any) -> None:
@@ -324,11 +408,14 @@ def backtest(
         folds=folds,
         horizon_days=horizon_days,
         cut=cut,
+        sessions=ds.sessions,
+        products=ds.session_products,
     )
     paths = write_report(result, out)
     _print_metrics(result.metrics)
     _print_bars(result.metrics, oracle=ds.truth is not None)
     _print_breakdowns(result.predictions)
+    _print_lead(result.predictions)
     _print_served(result)
     console.print(
         f"report: {paths['report']}  metrics: {paths['metrics']}  breakdown: {paths['breakdown']}"
@@ -456,7 +543,7 @@ def forecast(
     from pydantic import TypeAdapter
 
     from features.plan import SessionPlan, example_plan
-    from training.bundle import load_bundle
+    from training.bundle import BundleError, load_bundle
     from training.predict import score_plans
 
     s = get_settings()
@@ -467,7 +554,11 @@ def forecast(
         plans = TypeAdapter(list[SessionPlan]).validate_python(
             raw if isinstance(raw, list) else [raw]
         )
-    loaded = load_bundle(bundle or s.models_dir)
+    try:  # verified before LightGBM reads a booster (a damaged one would abort the process)
+        loaded = load_bundle(bundle or s.models_dir)
+    except BundleError as err:  # one plain line: rich would wrap a long path at 80 columns
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
     for item in score_plans(loaded, plans):
         _print_forecast(item)
 

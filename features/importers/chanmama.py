@@ -50,7 +50,13 @@ Parsing rules (all documented choices):
     An aborted start with no broadcast to fold into is not a session either: it is dropped and
     its file row is listed in the summary (``aborted_rows``);
   - two real broadcasts of one host at the same start minute (two rooms) both stay: the later
-    row in the file gets ``-2`` (``-3`` ...) after its ``session_id``.
+    row in the file gets ``-2`` (``-3`` ...) after its ``session_id``;
+  - a file with no rows (or no session left) is an error;
+  - rows whose outcomes contradict each other (more orders than viewers...) are contract
+    warnings listing the file rows (:func:`~features.contract.consistency_warnings`), errors
+    with ``strict``. A wrong ``year`` shows up there: sessions after today with outcomes.
+
+A CSV export's encoding is detected (UTF-8, UTF-8 with BOM, GB18030 / GBK) or given.
 
 Extra (non-contract) columns kept for analysis: ``units_sold``, ``n_products``, ``likes``,
 ``gifts``, ``avg_online_viewers``, ``new_fan_club``, ``follower_conversion_rate``,
@@ -71,7 +77,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.contract import validate
+from features.contract import check_consistency, validate
 from features.importers import ImportResult
 from features.importers.generic import (
     check_timezone,
@@ -80,6 +86,7 @@ from features.importers.generic import (
     missing_columns_error,
     raise_failures,
     read_export,
+    require_rows,
 )
 
 SOURCE_TZ = "Asia/Shanghai"
@@ -384,17 +391,21 @@ def parse_chanmama(
     tz: str,
     host: str | None = None,
     source: str = "export",
+    strict: bool = False,
 ) -> ImportResult:
     """Turn a raw Chanmama export frame (index = file row numbers) into a ``sessions`` table.
 
     Pure (no I/O); see the module docstring for the rules. Raises ``ValueError`` for missing
-    required columns and :class:`~features.contract.ContractError` listing unparseable cells.
+    required columns or no rows, :class:`~features.contract.ContractError` listing
+    unparseable cells (and, with ``strict``, rows whose outcomes contradict each other).
     """
     check_timezone(tz)
     if not 1900 <= year <= 2200:
         raise ValueError(f"year {year} is out of range")
+    encoding = raw.attrs.get("encoding", "-")
     rows_read = len(raw)
     raw, blank = drop_blank_rows(raw)
+    require_rows(raw, rows_read, source)
     repeated = raw.astype("str").duplicated(keep="first").to_numpy()
     raw = raw.loc[~repeated]
     cols = resolve_columns([str(c) for c in raw.columns], source=source, need_host=host is None)
@@ -490,8 +501,14 @@ def parse_chanmama(
         index=raw.index,
     )
     sessions, folds = fold_aborted_restarts(sessions)
+    if sessions.empty:
+        raise ValueError(
+            f"{source}: no sessions: every row is an aborted start (no viewers, GMV or units, "
+            f"under {ABORT_MAX_MIN:g} minutes; rows {_row_list(folds.dropped_rows)})"
+        )
     sessions, renamed = _number_same_start(sessions)
     valid = validate(sessions, "sessions", source=source, tz=tz)
+    warnings = check_consistency(valid, "sessions", source=source, strict=strict)
     valid = valid.sort_values(["room_id", "start_time"], kind="stable").reset_index(drop=True)
     summary: dict[str, Any] = {
         "rows_read": rows_read,
@@ -512,8 +529,10 @@ def parse_chanmama(
         "session_types": ", ".join(
             f"{k}={v}" for k, v in valid["session_type"].value_counts().items()
         ),
+        "contract_warnings": len(warnings),
+        "encoding": encoding,
     }
-    return ImportResult(valid, summary)
+    return ImportResult(valid, summary, warnings)
 
 
 @dataclass(frozen=True)
@@ -586,19 +605,31 @@ def _row_list(rows: list[object], limit: int = 20) -> str:
 
 
 def import_chanmama(
-    path: str | Path, *, year: int, tz: str, host: str | None = None
+    path: str | Path,
+    *,
+    year: int,
+    tz: str,
+    host: str | None = None,
+    encoding: str | None = None,
+    strict: bool = False,
 ) -> ImportResult:
     """Read a Chanmama Douyin session export (.xlsx / .csv / .parquet) as ``sessions``.
 
     ``year`` is the year of each host's first listed session (the export omits years);
     ``tz`` the output timezone. ``host`` names the host when the file has no ``Name`` column
-    (default: the file name without extension).
+    (default: the file name without extension). ``encoding`` is a CSV's encoding (detected
+    when ``None``); ``strict`` turns contract warnings into errors.
     """
     path = Path(path)
-    raw = read_export(path, all_text=True)
+    raw = read_export(path, all_text=True, encoding=encoding)
     has_name = any(_norm(c) in {_norm(a) for a in COLUMN_ALIASES["host"]} for c in raw.columns)
     if not has_name and host is None:
         host = path.stem
     return parse_chanmama(
-        raw, year=year, tz=tz, host=host if not has_name else None, source=str(path)
+        raw,
+        year=year,
+        tz=tz,
+        host=host if not has_name else None,
+        source=str(path),
+        strict=strict,
     )

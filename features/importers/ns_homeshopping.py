@@ -31,7 +31,12 @@ Rules (documented choices):
   ``is_new_launch`` = False (not in the data).
 * Rows with zero or missing sales are unsold products: kept with GMV 0. Rows with a missing or
   non-positive price cannot give units and are dropped, counted in the summary; rows with an
-  unparseable slot time or family code are errors listing the rows.
+  unparseable slot time or family code are errors listing the rows, and so is a file with no
+  rows.
+* Shows and products whose values contradict each other (more orders than viewers...) are
+  contract warnings naming the first file row of the show / product
+  (:func:`~features.contract.consistency_warnings`), errors with ``strict``.
+* The CSV files' encoding is detected (UTF-8, UTF-8 with BOM, GB18030) or given.
 
 Times are read as Asia/Seoul and expressed in ``tz`` (default Asia/Seoul; the contract
 accepts any zone, loaders convert to the project zone).
@@ -39,20 +44,24 @@ accepts any zone, loaders convert to the project zone).
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from features.contract import validate
+from features.contract import check_consistency, validate
+from features.importers import DatasetImport
 from features.importers.generic import (
     check_timezone,
+    decode_text,
     drop_blank_rows,
     failure_table,
     missing_columns_error,
     raise_failures,
     read_export,
+    require_rows,
 )
 from features.io import Dataset
 
@@ -96,9 +105,12 @@ def _ids(values: pd.Series) -> pd.Series:
     return text.where(~whole, num.where(whole).astype("Int64").astype("str"))
 
 
-def read_rating(path: str | Path) -> pd.Series:
-    """The minute-level household rating (%) as a Series indexed by naive local minute."""
-    return rating_series(pd.read_csv(path, encoding="utf-8-sig"))
+def read_rating(path: str | Path, encoding: str | None = None) -> pd.Series:
+    """The minute-level household rating (%) as a Series indexed by naive local minute.
+
+    ``encoding`` is the file's encoding, detected when ``None``."""
+    text, _ = decode_text(path, encoding)
+    return rating_series(pd.read_csv(io.StringIO(text)))
 
 
 def rating_series(wide: pd.DataFrame) -> pd.Series:
@@ -167,17 +179,23 @@ def build_ns_dataset(
     rating: pd.Series | None = None,
     tz: str = SOURCE_TZ,
     source: str = "export",
-) -> tuple[Dataset, dict[str, Any]]:
+    strict: bool = False,
+) -> DatasetImport:
     """Shows and their products from the raw performance frame (index = file row numbers).
 
-    Pure; see the module docstring for the rules. Money in KRW, durations in minutes.
+    Pure; see the module docstring for the rules. Money in KRW, durations in minutes. The
+    result unpacks as ``dataset, summary``; its ``warnings`` hold each table's contract
+    warnings (with ``strict``, the first table with any raises
+    :class:`~features.contract.ContractError`).
     """
     check_timezone(tz)
     missing = [c for c in COLUMNS if c not in raw.columns]
     if missing:
         raise missing_columns_error(source, missing, raw.columns, what="required column")
+    encoding = raw.attrs.get("encoding", "-")
     rows_read = len(raw)
     raw, blank = drop_blank_rows(raw)
+    require_rows(raw, rows_read, source)
     start = pd.to_datetime(
         raw[COL_TIME].astype("str").str.strip(), errors="coerce", format="%Y-%m-%d %H:%M"
     )
@@ -238,6 +256,7 @@ def build_ns_dataset(
     new_show = slots["mother"].ne(slots["mother"].shift()) | (gap_min > MAX_GAP_MIN)
     slots["show"] = new_show.cumsum().astype(int) - 1
     df["show"] = slots["show"].reindex(df.index).ffill().astype(int)
+    show_rows = df.groupby("show")["row"].min()  # a show's first file row, for warnings
 
     # Drop rows whose price cannot give units (counted).
     no_price = df["price"].isna() | (df["price"] <= 0)
@@ -279,6 +298,8 @@ def build_ns_dataset(
         }
     )
     sessions = validate(sessions, "sessions", source=source, tz=tz)
+    at_rows = sessions.set_axis(show_rows.reindex(shows.index).to_numpy())
+    warnings = {"sessions": check_consistency(at_rows, "sessions", source=source, strict=strict)}
 
     prod = (
         df.groupby(["show", "sku"], sort=False)
@@ -288,6 +309,7 @@ def build_ns_dataset(
             units=("units", "sum"),
             gmv=("sales", "sum"),
             prices=("price", "nunique"),
+            row=("row", "min"),
         )
         .reset_index()
     )
@@ -306,6 +328,9 @@ def build_ns_dataset(
         }
     )
     products = validate(products, "session_products", source=source, tz=tz)
+    warnings["session_products"] = check_consistency(
+        products.set_axis(prod["row"].to_numpy()), "session_products", source=source, strict=strict
+    )
     minutes_s = sessions["planned_duration_min"]
     summary: dict[str, Any] = {
         "rows_read": rows_read,
@@ -324,27 +349,37 @@ def build_ns_dataset(
         "products_with_price_changes": int((prod["prices"] > 1).sum()),
         "first_start": str(sessions["start_time"].min()) if len(sessions) else "-",
         "last_start": str(sessions["start_time"].max()) if len(sessions) else "-",
+        "contract_warnings": sum(len(w) for w in warnings.values()),
+        "encoding": encoding,
     }
-    return Dataset(sessions=sessions, session_products=products), summary
+    dataset = Dataset(sessions=sessions, session_products=products)
+    return DatasetImport(dataset, summary, warnings)
 
 
 def import_ns_homeshopping(
-    path: str | Path, *, tz: str = SOURCE_TZ, rating: str | Path | None = None
-) -> tuple[Dataset, dict[str, Any]]:
-    """Read the NS Home Shopping performance CSV (UTF-8) and, when present, the rating file.
+    path: str | Path,
+    *,
+    tz: str = SOURCE_TZ,
+    rating: str | Path | None = None,
+    encoding: str | None = None,
+    strict: bool = False,
+) -> DatasetImport:
+    """Read the NS Home Shopping performance CSV and, when present, the rating file.
 
     ``rating`` defaults to ``2019_rating.csv`` beside ``path``; viewers are missing without it.
-    ``tz`` is the output timezone of ``start_time``. Returns the dataset (sessions and
-    session_products; no fan events) and a summary of counts.
+    ``tz`` is the output timezone of ``start_time``; ``encoding`` that of both CSV files
+    (detected when ``None``); ``strict`` turns contract warnings into errors. Returns the
+    dataset (sessions and session_products; no fan events), a summary of counts and the
+    contract warnings; it unpacks as ``dataset, summary``.
     """
     path = Path(path)
-    raw = read_export(path, text_columns=[COL_MOTHER, COL_SKU])
+    raw = read_export(path, text_columns=[COL_MOTHER, COL_SKU], encoding=encoding)
     rating_path = Path(rating) if rating is not None else path.with_name("2019_rating.csv")
     series = None
     if rating_path.exists():
-        series = read_rating(rating_path)
+        series = read_rating(rating_path, encoding)
     elif rating is not None:
         raise FileNotFoundError(f"no such rating file: {rating_path}")
-    ds, summary = build_ns_dataset(raw, rating=series, tz=tz, source=str(path))
-    summary["rating_file"] = rating_path.name if series is not None else "-"
-    return ds, summary
+    result = build_ns_dataset(raw, rating=series, tz=tz, source=str(path), strict=strict)
+    result.summary["rating_file"] = rating_path.name if series is not None else "-"
+    return result

@@ -8,9 +8,14 @@ Each row becomes one event of the fan named in ``fan_col`` at the time in ``time
   still a purchase: it counts for recency and frequency) and counted in the summary.
 
 Fan ids are read as text (``00017`` keeps its zeros). Times without a zone are read in ``tz``;
-a date-only time is midnight local time. No row is dropped: rows that are entirely blank are
-skipped and counted; a missing fan id, an unparseable time or amount is an error listing the
-rows (:class:`~features.contract.ContractError`). Row numbers count the header as row 1.
+a date-only time is midnight local time. The time column is read with one format
+(``time_format``, or one date layout and day / month order for the whole column, see
+:func:`~features.importers.generic.parse_times`; ``dayfirst`` settles ``01/02/2024``). No row
+is dropped: rows blank in every column (not only the three read) are skipped and counted; a
+missing fan id, an unparseable time or amount is an error listing the rows
+(:class:`~features.contract.ContractError`), and so is a file with no rows. Events after the
+import time are contract warnings (errors with ``strict``). Row numbers count the header as
+row 1.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.contract import validate
+from features.contract import check_consistency, validate
 from features.importers import ImportResult
 from features.importers.generic import (
     cell_failures,
@@ -29,8 +34,10 @@ from features.importers.generic import (
     drop_blank_rows,
     failure_table,
     missing_columns_error,
+    parse_times,
     raise_failures,
     read_export,
+    require_rows,
 )
 
 
@@ -44,6 +51,8 @@ def parse_transactions(
     room_id: str,
     tz: str,
     source: str = "export",
+    dayfirst: bool | None = None,
+    strict: bool = False,
 ) -> ImportResult:
     """Turn a raw purchase frame (index = file row numbers) into ``fan_events``. Pure.
 
@@ -56,46 +65,38 @@ def parse_transactions(
     missing = [c for c in dict.fromkeys(needed) if c not in raw.columns]
     if missing:
         raise missing_columns_error(source, missing, raw.columns)
+    encoding = raw.attrs.get("encoding", "-")
     rows_read = len(raw)
-    raw, blank = drop_blank_rows(raw[list(dict.fromkeys(needed))])
+    # Blank means blank in every column: a row with other content but no fan, time or
+    # amount is a failing row, not a blank one.
+    raw, blank = drop_blank_rows(raw)
+    require_rows(raw, rows_read, source)
+    raw = raw[list(dict.fromkeys(needed))]
 
     fan = raw[fan_col].astype("str").str.strip()
     fan = fan.where(fan.ne("").fillna(False).astype(bool))
-    time_text = raw[time_col].astype("str").str.strip()
-    if pd.api.types.is_datetime64_any_dtype(raw[time_col].dtype):
-        when = raw[time_col]
-    elif time_format is not None:
-        when = pd.to_datetime(time_text, format=time_format, errors="coerce")
-    else:
-        when = pd.to_datetime(time_text, format="mixed", errors="coerce")
+    event_time, time_records = parse_times(
+        raw[time_col],
+        column=time_col,
+        tz=tz,
+        time_format=time_format,
+        dayfirst=dayfirst,
+        source=source,
+    )
     amount_text = raw[amount_col].astype("str").str.strip().str.replace(",", "", regex=False)
     amount = pd.to_numeric(amount_text, errors="coerce").astype(float)
     amount = amount.where(np.isfinite(amount))
 
-    time_check = f"parseable time ({time_format})" if time_format else "parseable time"
     records = [(r, fan_col, "fan id is required", None) for r in raw.index[fan.isna()]]
-    records += cell_failures(raw[time_col], when, time_col, time_check)
+    records += time_records
     records += cell_failures(raw[amount_col], amount, amount_col, "number")
-    for col, values in ((time_col, when), (amount_col, amount)):
+    for col, values in ((time_col, event_time), (amount_col, amount)):
         empty = values.isna() & (raw[col].isna() | raw[col].astype("str").str.strip().eq(""))
         records += [(r, col, "value is required", None) for r in raw.index[empty]]
     failures = failure_table(records)
     if len(failures):
         failures = failures.sort_values("row", kind="stable")
     raise_failures("fan_events", failures, source)
-
-    if isinstance(when.dtype, pd.DatetimeTZDtype):
-        event_time = when.dt.tz_convert(tz)
-    else:
-        event_time = when.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
-    shifted = event_time.isna()
-    raise_failures(
-        "fan_events",
-        failure_table(
-            (r, time_col, f"time exists in {tz}", raw.at[r, time_col]) for r in raw.index[shifted]
-        ),
-        source,
-    )
     refund = amount < 0
     events = pd.DataFrame(
         {
@@ -109,7 +110,9 @@ def parse_transactions(
         },
         index=raw.index,
     )
-    valid = validate(events, "fan_events", source=source, tz=tz).reset_index(drop=True)
+    valid = validate(events, "fan_events", source=source, tz=tz)
+    warnings = check_consistency(valid, "fan_events", source=source, strict=strict)
+    valid = valid.reset_index(drop=True)
     orders = valid["event_type"].eq("order")
     summary: dict[str, Any] = {
         "rows_read": rows_read,
@@ -124,8 +127,10 @@ def parse_transactions(
         "order_amount": float(valid.loc[orders, "amount"].sum()),
         "refund_amount": float(valid.loc[~orders, "amount"].sum()),
         "net_amount": float(valid.loc[orders, "amount"].sum() - valid.loc[~orders, "amount"].sum()),
+        "contract_warnings": len(warnings),
+        "encoding": encoding,
     }
-    return ImportResult(valid, summary)
+    return ImportResult(valid, summary, warnings)
 
 
 def import_transactions(
@@ -138,16 +143,22 @@ def import_transactions(
     time_format: str | None,
     room_id: str,
     tz: str,
+    dayfirst: bool | None = None,
+    encoding: str | None = None,
+    strict: bool = False,
 ) -> ImportResult:
     """Read a purchase log (CSV / TXT / TSV / Parquet / Excel) as ``fan_events``.
 
     ``sep`` is the text field separator (``\\s+`` for whitespace-aligned files such as
-    CDNOW); ``time_format`` a strftime format (``%Y%m%d``) or ``None`` for ISO-like times;
-    ``room_id`` the room the purchases are filed under; ``tz`` the zone of naive times and of
-    the output. Raises ``ValueError`` naming absent columns (and listing the file's columns),
+    CDNOW); ``time_format`` a strftime format (``%Y%m%d``) or ``None`` for one layout read
+    from the column (``dayfirst`` settles ``01/02/2024``); ``room_id`` the room the purchases
+    are filed under; ``tz`` the zone of naive times and of the output; ``encoding`` a text
+    file's encoding (detected when ``None``); ``strict`` turns contract warnings into errors.
+    Raises ``ValueError`` naming absent columns (and listing the file's columns), an
+    undecodable or empty file or an ambiguous date column,
     :class:`~features.contract.ContractError` listing unparseable rows.
     """
-    raw = read_export(path, sep=sep, text_columns=[fan_col])
+    raw = read_export(path, sep=sep, text_columns=[fan_col], encoding=encoding)
     return parse_transactions(
         raw,
         fan_col=fan_col,
@@ -157,4 +168,6 @@ def import_transactions(
         room_id=room_id,
         tz=tz,
         source=str(path),
+        dayfirst=dayfirst,
+        strict=strict,
     )

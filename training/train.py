@@ -113,9 +113,7 @@ def train(
         params=params,
         folds=folds,
         horizon_days=horizon_days,
-        sessions=ds.sessions,
-        products=ds.session_products,
-    )
+    )  # the frozen-history view by lead time is `livecast backtest`'s (it costs a feature pass)
     signature = fold_signature(frame, bt.cuts, horizon_days)
     train_id = train_id_for(signature, params)
     report_dir = Path(report_dir)

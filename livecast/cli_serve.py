@@ -57,6 +57,29 @@ def check_tier_bundle(tier_bundle: Path | None) -> str | None:
     return None
 
 
+def port_problem(host: str, port: int) -> str | None:
+    """Why the server could not listen on ``host:port`` (taken, or not an address of this
+    machine), or None: checked before the server starts, so a taken port is a clear error at
+    once instead of a worker dying later (or an old server answering in its place)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return f"cannot listen on {host}:{port}: {exc.strerror}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return (
+                f"cannot listen on {host}:{port}: {exc.strerror} (another server, perhaps an "
+                "earlier livecast serve, holds it: stop it or choose --port)"
+            )
+    return None
+
+
 def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 3000,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
@@ -92,6 +115,10 @@ def serve(
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
+    taken = port_problem(host, port)
+    if taken is not None:
+        typer.echo(f"error: {taken}", err=True)
+        raise typer.Exit(code=2)
     tier_problem = check_tier_bundle(tier_bundle)
     if tier_problem is not None:  # the forecasts are still served
         typer.echo(f"warning: /v1/segment will answer 503: {tier_problem}", err=True)

@@ -221,6 +221,26 @@ def _unscorable(exc: Exception) -> JSONResponse:
     return _error(422, f"cannot score the request: {exc}", ["body"], "unscorable")
 
 
+def die_with_parent() -> bool:
+    """Ask Linux to send this process SIGTERM when its parent dies (``PR_SET_PDEATHSIG``), so a
+    worker never outlives a server killed with ``kill -9`` and keeps its port; exit at once if
+    the parent is already gone. Returns whether the request was made (False off Linux)."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    if libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0) != 0:
+        return False
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+    return True
+
+
 @bentoml.service(
     name="livecast",
     workers=1,
@@ -236,6 +256,7 @@ class Livecast:
     def __init__(self) -> None:
         from training.bundle import load_bundle
 
+        die_with_parent()  # a worker never outlives its server (and holds its port)
         settings = get_settings()
         t0 = time.perf_counter()
         bundle = load_bundle(self.bundle_path)

@@ -526,3 +526,77 @@ def test_an_invalid_timezone_setting_is_a_clear_error(tmp_path, monkeypatch, zon
     assert r.exit_code == 2, r.output
     assert f"LIVECAST_TIMEZONE: {zone!r} is not an IANA timezone" in output
     assert "Traceback" not in r.output
+
+
+# --------------------------------------------------------------------------- orphans and ports
+
+_ORPHAN_PARENT = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]])
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+_ORPHAN_CHILD = """
+import sys, time
+from serving.service import die_with_parent
+die_with_parent()
+open(sys.argv[1], "w").write("ready")
+time.sleep(120)
+"""
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie waiting for whoever adopted it."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_worker_dies_with_its_server(tmp_path):
+    ready = tmp_path / "ready"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN_PARENT, _ORPHAN_CHILD, str(ready)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        child = int(parent.stdout.readline())
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ready.exists(), "the child never started"
+        parent.kill()  # kill -9 of the server: the worker must not keep running (and its port)
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _running(child):
+            time.sleep(0.1)
+        if not _running(child):
+            return
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the worker outlived its server")
+    finally:
+        parent.kill()
+
+
+def test_serve_refuses_a_taken_port_at_once(monkeypatch, tmp_path):
+    import socket
+
+    from livecast import cli_serve
+    from livecast.cli import app
+
+    calls: list[Any] = []
+    monkeypatch.setattr(cli_serve.os, "execve", lambda *args: calls.append(args))
+    monkeypatch.setattr(cli_serve, "resolve_bundle", lambda *args: tmp_path)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        r = CliRunner().invoke(app, ["serve", "--port", str(port)])
+        assert r.exit_code == 2
+        assert f"127.0.0.1:{port}" in r.output and "in use" in r.output
+        assert not calls  # no server started
+    assert cli_serve.port_problem("127.0.0.1", port) is None  # free again

@@ -347,7 +347,6 @@ def version_bundle(ref: str, *, target: str = "gmv", uri: str, models_dir: str |
     from training.registry import (
         BUNDLE_ARTIFACT,
         BUNDLE_RUN_TAG,
-        check_bundle_name,
         download_artifact_dir,
         model_name,
         model_version,
@@ -360,7 +359,7 @@ def version_bundle(ref: str, *, target: str = "gmv", uri: str, models_dir: str |
     _, _, tags = run_data(mv.run_id, uri)
     if "bundle" not in tags or "train_id" not in tags:
         raise ValueError(f"{model_name(target)} version {mv.version} has no bundle tag")
-    name = check_bundle_name(tags["bundle"])  # run_data checked it too: this is the join
+    name = tags["bundle"]  # run_data refused a tag that is not a plain folder name
     local = Path(models_dir) / name
     cached = Path(models_dir) / VERSION_CACHE / name
     for path in (local, cached):

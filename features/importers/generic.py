@@ -58,7 +58,7 @@ import codecs
 import io
 import re
 import zoneinfo
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -347,6 +347,17 @@ def _example(text: pd.Series, mask: pd.Series) -> str:
     return f"{text.loc[row]!r} (row {row})"
 
 
+def _rarer(
+    text: pd.Series, column: str, a: pd.Series, b: pd.Series, check: Callable[[bool, str], str]
+) -> tuple[pd.Series, list[Record]]:
+    """Of two kinds of cell a column must not mix (masks ``a`` and ``b``), the rarer one and a
+    failure record per cell of it; ``check(rarer_is_a, example of the usual kind)`` words it."""
+    rarer_is_a = bool(a.sum() < b.sum())
+    odd, usual = (a, b) if rarer_is_a else (b, a)
+    message = check(rarer_is_a, _example(text, usual))
+    return odd, [(r, column, message, text.loc[r]) for r in text.index[odd]]
+
+
 def _year_first_iso(text: pd.Series) -> pd.Series:
     """Year-first dates (``2024/2/13 20:00``, ``2024年2月13日``) as ``2024-02-13 20:00``."""
     ymd = text.str.extract(_Y_M_D)
@@ -370,13 +381,17 @@ def _iso_dates(
     year_last = text.str.match(_YEAR_LAST_START)
     records: list[Record] = []
     if year_first.any() and year_last.any():  # one layout per column: report the rarer one
-        odd_is_first = year_first.sum() < year_last.sum()
-        odd, usual = (year_first, year_last) if odd_is_first else (year_last, year_first)
-        check = (
-            f"date with the year {'first' if odd_is_first else 'last'} while the column's other "
-            f"dates have it {'last' if odd_is_first else 'first'}, e.g. {_example(text, usual)}"
+        _, found = _rarer(
+            text,
+            column,
+            year_first,
+            year_last,
+            lambda first, eg: (
+                f"date with the year {'first' if first else 'last'} while the column's other "
+                f"dates have it {'last' if first else 'first'}, e.g. {eg}"
+            ),
         )
-        records += [(r, column, check, text.loc[r]) for r in text.index[odd]]
+        records += found
     out = text.copy()
     other_first = year_first & ~text.str.match(r"\d{4}-")  # ISO 8601 reads 2024-2-13 as is
     if other_first.any():
@@ -536,13 +551,17 @@ def parse_times(
     records += [(r, column, check, text.loc[r]) for r in text.index[~(with_offset | without)]]
 
     if with_offset.any() and without.any():  # one kind per column: report the rarer one
-        odd_has = with_offset.sum() < without.sum()
-        odd, usual = (with_offset, without) if odd_has else (without, with_offset)
-        check = (
-            f"time {'with' if odd_has else 'without'} a UTC offset while the column's other "
-            f"times have {'none' if odd_has else 'one'}, e.g. {_example(text, usual)}"
+        odd, found = _rarer(
+            text,
+            column,
+            with_offset,
+            without,
+            lambda has, eg: (
+                f"time {'with' if has else 'without'} a UTC offset while the column's other "
+                f"times have {'none' if has else 'one'}, e.g. {eg}"
+            ),
         )
-        records += [(r, column, check, text.loc[r]) for r in text.index[odd]]
+        records += found
         with_offset, without = with_offset & ~odd, without & ~odd
     shown = minutes[with_offset]
     if shown.nunique() > 1:  # several offsets: each the usual one or tz's at that time

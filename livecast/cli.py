@@ -5,12 +5,18 @@ Heavy imports happen inside each command so that ``livecast --help`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+
+# Before any command loads LightGBM: waiting OpenMP threads sleep instead of spinning, which
+# stalled training ~10x on busy cores (see training.models; README, "Threads").
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import typer
 from rich.console import Console
@@ -42,11 +48,15 @@ def _friendly_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from features.contract import ContractError
+        from training.lock import TrainingBusy
 
         try:
             return fn(*args, **kwargs)
         except ContractError as err:
             _print_contract_error(err)
+            raise typer.Exit(2) from None
+        except TrainingBusy as err:  # one plain line: rich would wrap a long path at 80 columns
+            typer.echo(f"error: {err}", err=True)
             raise typer.Exit(2) from None
         except (FileNotFoundError, ValueError) as err:
             err_console.print(f"[bold red]error:[/] {err}")
@@ -374,6 +384,39 @@ def _print_served(result: Any) -> None:
     console.print(table)
 
 
+WaitOption = Annotated[
+    bool,
+    typer.Option(
+        "--wait",
+        help="When another training holds the training lock, wait for it to finish"
+        " (default: fail at once with exit code 2).",
+    ),
+]
+
+
+@contextlib.contextmanager
+def training_lock(wait: bool = False) -> Iterator[Path]:
+    """Hold the training lock of the models folder for a command (``training.lock``): one
+    training at a time, as each uses every available core."""
+    from livecast.config import available_cores
+    from training.lock import describe
+    from training.lock import training_lock as hold
+
+    def waiting(holder: Any) -> None:
+        typer.echo(f"waiting for the training lock, held by {describe(holder)}", err=True)
+
+    with hold(get_settings().models_dir, wait=wait, on_wait=waiting) as path:
+        threads = available_cores()
+        console.print(
+            f"LightGBM threads: {threads} (LIVECAST_THREADS overrides); training lock: {path}",
+            style="dim",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        yield path
+
+
 def _load_params(params: Path | None, seed: int) -> Any:
     from training.tune import load_params
 
@@ -430,22 +473,24 @@ def train(
     folds: Annotated[int, typer.Option(min=1, help="Backtest folds logged with the run.")] = 3,
     horizon_days: Annotated[int, typer.Option(min=1, help="Days per backtest fold.")] = 30,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    wait: WaitOption = False,
 ) -> None:
     """Train viewers / orders / GMV models, register them in MLflow, export a bundle."""
-    from features.io import load_dataset
-    from training.train import train as run_train
-
     s = get_settings()
-    ds = load_dataset(data, fan_events=False, tz=s.timezone)
-    result = run_train(
-        ds,
-        params=_load_params(params, seed),
-        models_dir=s.models_dir,
-        report_dir=s.reports_dir / "train",
-        mlflow_uri=s.mlflow_uri,
-        folds=folds,
-        horizon_days=horizon_days,
-    )
+    with training_lock(wait):  # before the heavy imports: a busy machine fails at once
+        from features.io import load_dataset
+        from training.train import train as run_train
+
+        ds = load_dataset(data, fan_events=False, tz=s.timezone)
+        result = run_train(
+            ds,
+            params=_load_params(params, seed),
+            models_dir=s.models_dir,
+            report_dir=s.reports_dir / "train",
+            mlflow_uri=s.mlflow_uri,
+            folds=folds,
+            horizon_days=horizon_days,
+        )
     _print_metrics(result.backtest.metrics)
     console.print(
         f"train id {result.train_id}: bundle {result.bundle_dir}, registered versions "
@@ -478,9 +523,13 @@ def promote(
         frame = training_frame(ds.sessions, ds.session_products)
 
         def reevaluate(run_params: dict[str, str]) -> dict[str, float]:
-            from training.models import ForecastParams
+            from training.models import EXECUTION_SETTINGS, ForecastParams
 
-            known = {k: v for k, v in run_params.items() if k in ForecastParams.model_fields}
+            known = {
+                k: v
+                for k, v in run_params.items()
+                if k in ForecastParams.model_fields and k not in EXECUTION_SETTINGS
+            }  # the thread count is this machine's, not the run's
             res = run_backtest(frame, params=load_params(None, **known), baselines=False)
             return {t: res.metrics[t]["model"]["wape"] for t in res.metrics}
 
@@ -502,25 +551,27 @@ def tune(
     folds: Annotated[int, typer.Option(min=1, help="Backtest folds per trial.")] = 3,
     horizon_days: Annotated[int, typer.Option(min=1, help="Days per fold.")] = 30,
     seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
+    wait: WaitOption = False,
 ) -> None:
     """Tune LightGBM settings with Optuna (nested MLflow runs); best params feed train."""
-    from features.io import load_dataset
-    from training.data import training_frame
-    from training.tune import save_params
-    from training.tune import tune as run_tune
-
     s = get_settings()
-    ds = load_dataset(data, fan_events=False, tz=s.timezone)
-    frame = training_frame(ds.sessions, ds.session_products)
-    result = run_tune(
-        frame,
-        n_trials=trials,
-        seed=seed,
-        folds=folds,
-        horizon_days=horizon_days,
-        mlflow_uri=s.mlflow_uri,
-    )
-    save_params(result.best_params, out)
+    with training_lock(wait):  # before the heavy imports: a busy machine fails at once
+        from features.io import load_dataset
+        from training.data import training_frame
+        from training.tune import save_params
+        from training.tune import tune as run_tune
+
+        ds = load_dataset(data, fan_events=False, tz=s.timezone)
+        frame = training_frame(ds.sessions, ds.session_products)
+        result = run_tune(
+            frame,
+            n_trials=trials,
+            seed=seed,
+            folds=folds,
+            horizon_days=horizon_days,
+            mlflow_uri=s.mlflow_uri,
+        )
+        save_params(result.best_params, out)
     console.print(
         f"best mean WAPE {result.best_value:.4f} after {result.n_trials} trials "
         f"({result.n_pruned} pruned); parameters written to {out}"
@@ -597,8 +648,17 @@ def pipeline(
     train_models: Annotated[
         bool, typer.Option("--train/--no-train", help="Also backtest, train, promote, forecast.")
     ] = True,
+    wait: WaitOption = False,
 ) -> None:
     """The main job: simulate, build features, backtest, train, promote, forecast a plan."""
+    # with --train, the training lock is taken first: a busy machine fails at once, not after
+    # the simulation
+    with training_lock(wait) if train_models else contextlib.nullcontext():
+        _pipeline(data, seed, train_models)
+
+
+def _pipeline(data: Path, seed: int, train_models: bool) -> None:
+    """The body of ``pipeline`` (the caller holds the training lock when training)."""
     from features.io import write_dataset, write_parquet
     from features.sessions import feature_families
     from features.simulate import simulate as run_simulation

@@ -40,6 +40,13 @@ def _cell(value: Any) -> str:
     return cell(value)
 
 
+def _training_lock(wait: bool) -> Any:
+    """``livecast.cli.training_lock`` (one training at a time), looked up at call time."""
+    from livecast.cli import training_lock
+
+    return training_lock(wait)
+
+
 segments_app = typer.Typer(
     help="Fan tiers (core / active / potential / dormant): backtest, train, promote.",
     no_args_is_help=True,
@@ -63,6 +70,14 @@ SpendOpt = Annotated[
 ]
 OrdersOpt = Annotated[int | None, typer.Option(min=1, help="Orders for a repeat buyer.")]
 SeedOpt = Annotated[int, typer.Option(help="Random seed.")]
+WaitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--wait",
+        help="When another training holds the training lock, wait for it to finish"
+        " (default: fail at once with exit code 2).",
+    ),
+]
 
 
 def _rules(window_days: int, core_min_spend: float | None, core_min_orders: int | None) -> Any:
@@ -133,25 +148,27 @@ def train(
     core_min_spend: SpendOpt = None,
     core_min_orders: OrdersOpt = None,
     seed: SeedOpt = 0,
+    wait: WaitOpt = False,
 ) -> None:
     """Backtest, fit on the latest cutoffs, register livecast-tiers in MLflow, export a bundle."""
-    from training.tiers import TierParams
-    from training.tiers_backtest import read_fan_events, train_tiers
-
     s = get_settings()
-    ev = read_fan_events(events, tz=s.timezone)
-    result = train_tiers(
-        ev,
-        models_dir=s.models_dir,
-        report_dir=s.reports_dir / "segments-train",
-        mlflow_uri=s.mlflow_uri,
-        rules=_rules(window_days, core_min_spend, core_min_orders),
-        params=TierParams(seed=seed),
-        eval_cutoffs=cutoffs,
-        train_cutoffs=train_cutoffs,
-        step_days=step_days,
-        tz=s.timezone,
-    )
+    with _training_lock(wait):  # before the heavy imports: a busy machine fails at once
+        from training.tiers import TierParams
+        from training.tiers_backtest import read_fan_events, train_tiers
+
+        ev = read_fan_events(events, tz=s.timezone)
+        result = train_tiers(
+            ev,
+            models_dir=s.models_dir,
+            report_dir=s.reports_dir / "segments-train",
+            mlflow_uri=s.mlflow_uri,
+            rules=_rules(window_days, core_min_spend, core_min_orders),
+            params=TierParams(seed=seed),
+            eval_cutoffs=cutoffs,
+            train_cutoffs=train_cutoffs,
+            step_days=step_days,
+            tz=s.timezone,
+        )
     print_tier_metrics(result.backtest.metrics)
     _console().print(
         f"train id {result.train_id}: bundle {result.bundle_dir},"

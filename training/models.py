@@ -38,10 +38,15 @@ import contextlib
 import dataclasses
 import functools
 import math
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+# Waiting OpenMP threads sleep instead of spinning: spinning threads stall LightGBM ~10x on busy
+# cores (README, "Threads"). Read once, when LightGBM loads libgomp: set before that import.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import lightgbm as lgb
 import numpy as np
@@ -49,6 +54,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.sessions import IDENTITY_COLUMN, apply_vocab, feature_columns, feature_families
+from livecast.config import available_cores
 
 TARGETS: tuple[str, ...] = ("viewers", "orders", "gmv")
 QUANTILES: tuple[float, ...] = (0.1, 0.5, 0.9)
@@ -65,6 +71,11 @@ outcomes; a rarer room reads as missing identity, like a new one."""
 Objective = Literal["log_l2", "tweedie", "poisson"]
 OBJECTIVES: tuple[str, ...] = ("log_l2", "tweedie", "poisson")
 _LGB_OBJECTIVE = {"log_l2": "regression", "tweedie": "tweedie", "poisson": "poisson"}
+
+
+EXECUTION_SETTINGS: frozenset[str] = frozenset({"num_threads"})
+"""ForecastParams fields that change how a model is fitted, not which model: left out of the
+train id and of tuned parameter files (1, 2 or 16 threads fit the same trees)."""
 
 
 class ForecastParams(BaseModel):
@@ -107,7 +118,18 @@ class ForecastParams(BaseModel):
     )
     calibration_days: int = Field(60, ge=7, le=365)
     seed: int = 0
-    num_threads: int = Field(2, ge=1, le=64)
+    num_threads: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Training threads; 0: the cores this process may use (resolved at fit time "
+        "by livecast.config.available_cores; LIVECAST_THREADS overrides). An execution setting: "
+        "not part of the train id, and the trees do not depend on it.",
+    )
+
+    def threads(self) -> int:
+        """The training threads: ``num_threads``, or the available cores when it is 0."""
+        return self.num_threads or available_cores()
 
     def lgb_params(self) -> dict[str, Any]:
         return {
@@ -122,7 +144,7 @@ class ForecastParams(BaseModel):
             "seed": self.seed,
             "deterministic": True,
             "force_col_wise": True,
-            "num_threads": self.num_threads,
+            "num_threads": self.threads(),
             "verbose": -1,
         }
 

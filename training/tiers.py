@@ -16,18 +16,23 @@ with the number of trees early stopping chose (``refit=True``), so the latest be
 learnt too.
 
 Outputs: the four probabilities in :data:`features.fans.TIERS` order (``p_dormant`` is the
-churn-risk score) and the decided tier. Everything is deterministic for a fixed seed (fixed
-threads, ``deterministic=True``).
+churn-risk score) and the decided tier. Everything is deterministic for a fixed seed
+(``deterministic=True``; the trees are the same with 1 or 2 threads, measured).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+
+# Waiting OpenMP threads sleep instead of spinning (as in training.models): set before LightGBM
+# loads libgomp. Spinning was what stalled LightGBM on busy cores (README, "Threads").
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import lightgbm as lgb
 import numpy as np
@@ -36,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.contract import DEFAULT_TZ
 from features.fans import FEATURE_COLUMNS, TIERS, TierRules, connect, fan_features, tier_labels
+from livecast.config import available_cores
 from training.bundle import (
     FILES_KEY,
     BundleError,
@@ -76,7 +82,12 @@ class TierParams(BaseModel):
     refit: bool = Field(True, description="Refit on all cutoffs with the chosen tree count.")
     seed: int = 0
     num_threads: int = Field(
-        1, ge=1, le=64, description="Training threads (1: LightGBM stalls on busy cores)."
+        0,
+        ge=0,
+        le=64,
+        description="Training threads; 0: the cores this process may use, resolved at fit time "
+        "(livecast.config.available_cores; LIVECAST_THREADS overrides). The stalls on busy cores "
+        "that once kept this at 1 were spinning OpenMP threads: waiting threads now sleep.",
     )
 
     def lgb_params(self) -> dict[str, Any]:
@@ -91,7 +102,7 @@ class TierParams(BaseModel):
             "seed": self.seed,
             "deterministic": True,
             "force_col_wise": True,
-            "num_threads": self.num_threads,
+            "num_threads": self.num_threads or available_cores(),
             "verbose": -1,
         }
 
@@ -116,11 +127,27 @@ class TierModel:
             )
         return feats[self.features].to_numpy(dtype="float64", na_value=np.nan)
 
-    def predict_proba(self, feats: pd.DataFrame, num_threads: int = 0) -> np.ndarray:
-        """(n, 4) probabilities in TIERS order; rows sum to 1."""
-        X = self.matrix(feats)
+    def predict_proba(self, feats: pd.DataFrame | np.ndarray, num_threads: int = 0) -> np.ndarray:
+        """(n, 4) probabilities in TIERS order; rows sum to 1.
+
+        ``feats`` is a fan-feature frame, or its model matrix already built (float64, one
+        column per ``features`` in that order, NaN for missing), as the batch run builds it
+        from Arrow. The booster reads a C-contiguous float64 matrix as is; a frame's matrix is
+        column-major (pandas blocks), so it is laid out row by row first: LightGBM walks the
+        trees row by row, and a strided row costs a cache miss per feature. Same values
+        either way. ``num_threads`` 0 keeps the booster's own setting.
+        """
+        if isinstance(feats, np.ndarray):
+            if feats.ndim != 2 or feats.shape[1] != len(self.features):
+                raise ValueError(
+                    f"a model matrix needs {len(self.features)} columns, got shape {feats.shape}"
+                )
+            X = feats
+        else:
+            X = self.matrix(feats)
         if len(X) == 0:
             return np.zeros((0, len(TIERS)))
+        X = np.ascontiguousarray(X, dtype="float64")
         kwargs = {"num_threads": num_threads} if num_threads else {}
         proba = np.asarray(self.booster.predict(X, **kwargs), dtype="float64")
         return proba / proba.sum(axis=1, keepdims=True)
@@ -305,15 +332,16 @@ def score_fans(model: TierModel, feats: pd.DataFrame, num_threads: int = 0) -> p
         raise ValueError("fan features lack column fan_id")
     proba = model.predict_proba(feats, num_threads=num_threads)
     codes = model.decide(proba)
-    out = pd.DataFrame(
-        {
-            "fan_id": feats["fan_id"].astype("str").to_numpy(),
-            "tier": pd.Categorical.from_codes(codes, categories=list(TIERS)),
-        }
-    )
+    # the ids keep their (str) array: no round trip through a numpy array of Python strings
+    fan_id = feats["fan_id"].astype("str").array
+    columns: dict[str, Any] = {
+        "fan_id": fan_id,
+        "tier": pd.Categorical.from_codes(codes, categories=list(TIERS)),
+    }
+    by_column = np.asfortranarray(proba)  # each probability column contiguous
     for i, col in enumerate(PROBA_COLUMNS):
-        out[col] = proba[:, i].astype("float64")
-    return out
+        columns[col] = by_column[:, i]
+    return pd.DataFrame(columns)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,7 +15,13 @@ from features.io import Dataset
 from training.backtest import SERVABLE_BASELINE, BacktestResult, run_backtest
 from training.bundle import save_bundle
 from training.data import training_frame
-from training.models import TARGETS, Forecaster, ForecastParams, fit_forecaster
+from training.models import (
+    EXECUTION_SETTINGS,
+    TARGETS,
+    Forecaster,
+    ForecastParams,
+    fit_forecaster,
+)
 from training.report import write_report
 
 
@@ -44,7 +50,11 @@ def fold_signature(frame: pd.DataFrame, cuts: list[pd.Timestamp], horizon_days: 
 
 
 def train_id_for(signature: str, params: ForecastParams) -> str:
-    payload = signature + json.dumps(params.model_dump(), sort_keys=True)
+    """The id of a configuration evaluated on ``signature``'s folds: the same on any machine
+    (the thread count is left out: 1, 2 or 16 threads fit the same trees)."""
+    payload = signature + json.dumps(
+        params.model_dump(exclude=set(EXECUTION_SETTINGS)), sort_keys=True
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:10]
 
 
@@ -164,6 +174,7 @@ def train(
                     "train_id": train_id,
                     "fold_signature": signature,
                     "bundle": bundle_dir.name,
+                    "threads": str(params.threads()),
                     **bundle_run,
                 },
                 input_example=example,

@@ -18,7 +18,7 @@ import pandas as pd
 
 from features.io import atomic_path
 from training.backtest import make_cuts, run_backtest
-from training.models import ForecastParams
+from training.models import EXECUTION_SETTINGS, ForecastParams
 
 GATE_TARGETS = ("viewers", "gmv")
 
@@ -125,13 +125,19 @@ def tune(
 def save_params(params: ForecastParams, path: str | Path) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(params.model_dump(), indent=2))
+        tmp.write_text(json.dumps(params.model_dump(exclude=set(EXECUTION_SETTINGS)), indent=2))
     return path
 
 
 def load_params(path: str | Path | None, **overrides: Any) -> ForecastParams:
-    """Parameters from a JSON file written by ``tune`` (defaults when ``path`` is None)."""
+    """Parameters from a JSON file written by ``tune`` (defaults when ``path`` is None).
+
+    A file's ``num_threads`` (older files wrote 2) is ignored, so training uses the machine's
+    cores; ``overrides`` are applied as given.
+    """
     data: dict[str, Any] = {}
     if path is not None:
         data = json.loads(Path(path).read_text())
+        for key in EXECUTION_SETTINGS:
+            data.pop(key, None)
     return ForecastParams(**{**data, **overrides})

@@ -118,12 +118,21 @@ class EventSource:
 
     ``relation`` is SQL text usable after ``FROM``: a registered view name or a
     ``read_parquet(...)`` call. ``columns`` are the columns it has; ``naive_times`` says the
-    event times carry no timezone (they are then read in the caller's ``tz``).
+    event times carry no timezone (they are then read in the caller's ``tz``); ``int_ids``
+    says ``fan_id`` is an integer column: the fan features then group the integers and turn
+    only each fan's id into text (the same ids as text: the cast is one-to-one on integers),
+    instead of casting every event's id before grouping (about a third of a plain group-by).
     """
 
     relation: str
     columns: frozenset[str]
     naive_times: bool = False
+    int_ids: bool = False
+
+
+_SIGNED_INTS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT")
+INTEGER_TYPES = frozenset((*_SIGNED_INTS, *(f"U{t}" for t in _SIGNED_INTS)))
+"""DuckDB integer types: a fan_id of one of these is grouped as is (:class:`EventSource`)."""
 
 
 def _as_source(source: EventSource | str) -> EventSource:
@@ -173,13 +182,17 @@ def _scaled(column: str, scale: int, present: bool) -> str:
     return f"CASE WHEN isfinite({v}) THEN round({v} * {scale}) ELSE 0 END"
 
 
-def _events_cte(source: EventSource | str, tz: str, fan_ids_relation: str | None) -> str:
+def _events_cte(
+    source: EventSource | str, tz: str, fan_ids_relation: str | None, *, raw_ids: bool = False
+) -> str:
     """The normalising CTE ``ev``: string ids, event time as UTC microseconds, scaled amounts.
 
     ``amount_c`` is the amount in cents, ``watch_ms`` the watch time in milliseconds (see
-    :func:`_scaled`).
+    :func:`_scaled`). With ``raw_ids`` integer ids (``source.int_ids``) stay integers: the
+    caller groups them and casts each group's id to text itself.
     """
     source = _as_source(source)
+    fan_id = "fan_id" if raw_ids and source.int_ids else "CAST(fan_id AS VARCHAR)"
     cols = source.columns
     if source.naive_times:
         t_expr = f"epoch_us(timezone({_quote(tz)}, CAST(event_time AS TIMESTAMP)))"
@@ -190,7 +203,7 @@ def _events_cte(source: EventSource | str, tz: str, fan_ids_relation: str | None
         where = f"\n    WHERE CAST(fan_id AS VARCHAR) IN (SELECT fan_id FROM {fan_ids_relation})"
     return f"""ev AS NOT MATERIALIZED (
     SELECT
-        CAST(fan_id AS VARCHAR) AS fan_id,
+        {fan_id} AS fan_id,
         CAST(event_type AS VARCHAR) AS event_type,
         {t_expr} AS t_us,
         {_scaled("watch_seconds", WATCH_SCALE, "watch_seconds" in cols)} AS watch_ms,
@@ -344,7 +357,7 @@ def fan_features_sql(
     DOUBLE.
     """
     c = cutoff_us(cutoff, tz)
-    return f"""WITH {_events_cte(source, tz, fan_ids_relation)},
+    return f"""WITH {_events_cte(source, tz, fan_ids_relation, raw_ids=True)},
 b AS NOT MATERIALIZED (
     SELECT
         fan_id, event_type, watch_ms, amount_c,
@@ -358,13 +371,13 @@ b AS NOT MATERIALIZED (
 ),
 fan AS (
     SELECT
-        fan_id,
+        fan_id AS fan_key,
         {_select_list(_AGGREGATES, 8)}
     FROM b
     GROUP BY fan_id
 )
 SELECT
-    fan_id,
+    CAST(fan_key AS VARCHAR) AS fan_id,
     {_select_list(_FEATURES, 4, "DOUBLE")}
 FROM fan
 ORDER BY fan_id"""
@@ -512,7 +525,12 @@ def _session(
                 f"{where}: event_time has type {time_type}, expected a timestamp"
                 " (validate the table against the fan_events contract first)"
             )
-        source = EventSource(relation, frozenset(types), time_type in _NAIVE_TIME_TYPES)
+        source = EventSource(
+            relation,
+            frozenset(types),
+            time_type in _NAIVE_TIME_TYPES,
+            int_ids=types["fan_id"] in INTEGER_TYPES,
+        )
         ids_relation = None
         if fan_ids is not None:
             ids_relation = f"_fan_ids_{tag}"

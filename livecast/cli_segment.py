@@ -6,6 +6,7 @@ wraps it in the friendly-errors decorator (bad rows: a table and exit code 2).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -41,6 +42,8 @@ def segment(
 ) -> None:
     """Score every fan's tier (core / active / potential / dormant) with the tier champion."""
     from livecast.cli import console
+
+    import_scoring()
     from serving.batch import segment as run_segment
     from training.tiers import load_tier_bundle
 
@@ -69,6 +72,26 @@ def segment(
         f" {result.cutoff.isoformat()} in {result.seconds:.1f} s ({result.engine},"
         f" {result.partitions} partitions): {result.out_path}, summary {result.summary_path}"
     )
+
+
+def import_scoring() -> None:
+    """Import the tier model's module (and so LightGBM) without scikit-learn.
+
+    When scikit-learn is installed, ``import lightgbm`` imports it (and through it most of
+    SciPy) for LightGBM's scikit-learn estimators: about half of this command's start-up,
+    for estimators a batch run never uses (it predicts with a ``lightgbm.Booster``). If
+    nothing in this process has imported LightGBM or scikit-learn yet, LightGBM is imported
+    with scikit-learn hidden; scikit-learn stays importable afterwards as usual, only
+    LightGBM's own scikit-learn estimators are then unavailable in this process. Otherwise
+    (LightGBM already loaded, e.g. in tests) this does nothing.
+    """
+    if "lightgbm" in sys.modules or "sklearn" in sys.modules:
+        return
+    sys.modules["sklearn"] = None  # type: ignore[assignment]  # import sklearn: ImportError
+    try:
+        import training.tiers  # noqa: F401  (sets LightGBM's environment, then imports it)
+    finally:
+        del sys.modules["sklearn"]
 
 
 def tier_table(summary: dict[str, Any]) -> Table:

@@ -25,10 +25,14 @@ definition in :mod:`features.fans`; probabilities and tiers from
    columns the fan SQL reads) into per-bucket Parquet files in the run's temporary folder, so
    each bucket reads only its own events: one extra read and write of the input instead of
    ``K`` full scans (at 5 M fans the split took 22 s of a 75 s run, against 248 s with
-   rescans). Each bucket is featurised by the fan SQL, streamed out in record batches of
-   :data:`BATCH_ROWS` fans, scored and appended to a Parquet writer, so pandas memory is
-   bounded by a batch and DuckDB's by its ``memory_limit``. See
-   ``benchmarks/bench_segment.py``.
+   rescans). Each bucket is featurised by the fan SQL, streamed out in Arrow record batches
+   of :data:`BATCH_ROWS` fans, scored and appended to a Parquet writer, so memory is bounded
+   by a batch and DuckDB's ``memory_limit``. Batches stay in Arrow: the booster reads a
+   row-major float64 matrix built from the Arrow columns and the output table is built from
+   the ids and the probabilities, no pandas frame in between (same values as
+   :func:`training.tiers.score_fans`). DuckDB and LightGBM use the cores this process may
+   use (:func:`batch_threads`). Integer fan ids are grouped as integers and turned into text
+   once per fan (:class:`features.fans.EventSource`). See ``benchmarks/bench_segment.py``.
 5. **Atomic output.** The Parquet (``fan_id``, ``tier``, ``p_core``, ``p_active``,
    ``p_potential``, ``p_dormant``; rows grouped by bucket, sorted by fan_id within a bucket) is
    written under a temporary name in the destination folder and renamed at the end, together
@@ -65,6 +69,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features.contract import (
@@ -77,6 +82,7 @@ from features.contract import (
 )
 from features.fans import (
     DAY_US,
+    INTEGER_TYPES,
     MONEY_SCALE,
     OPTIONAL_COLUMNS,
     TIERS,
@@ -122,7 +128,10 @@ GMV_FEATURES: dict[int, str] = {30: "fan__order_amount_30d", 90: "fan__order_amo
 """Fan features that are exactly the order amounts in the last N days before the cutoff: the
 GMV summary reads them instead of rescanning the events when the rules window is N days."""
 
-Batch = tuple[int, pd.DataFrame, np.ndarray | None]
+Scores = pd.DataFrame | pa.Table
+"""Scored fans: a frame (:func:`segment_frame`, the Dask engine) or an Arrow table with the
+output schema (the local engine, which never converts its batches to pandas)."""
+Batch = tuple[int, Scores, np.ndarray | None]
 """(bucket / partition, scored fans, each fan's window spend or None)."""
 
 OUTPUT_SCHEMA = pa.schema(
@@ -152,12 +161,81 @@ def empty_scores() -> pd.DataFrame:
     return out
 
 
-def _score(model: TierModel, feats: pd.DataFrame, num_threads: int) -> pd.DataFrame:
+def batch_threads() -> int:
+    """Threads of a batch run (DuckDB and LightGBM): the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def _score(model: TierModel, feats: pd.DataFrame | pa.Table, num_threads: int) -> Scores:
+    """Scores of a batch of fan features: a frame for a frame (:func:`score_fans`), an Arrow
+    table with the output schema for an Arrow table (:func:`_score_arrow`)."""
     from training.tiers import score_fans
 
+    if isinstance(feats, pa.Table):
+        return _score_arrow(model, feats, num_threads)
     if feats.empty:
         return empty_scores()
     return score_fans(model, feats, num_threads=num_threads)
+
+
+def _feature_matrix(feats: pa.Table, columns: Iterable[str]) -> np.ndarray:
+    """The C-contiguous float64 model matrix of Arrow fan features (null -> NaN), built
+    column by column without pandas: the same values as ``TierModel.matrix`` of the frame."""
+    names = list(columns)
+    missing = [c for c in names if c not in feats.column_names]
+    if missing:
+        raise ValueError(
+            f"fan features lack column(s) {', '.join(missing)}"
+            " (build them with features.fans.fan_features)"
+        )
+    X = np.empty((feats.num_rows, len(names)), dtype="float64")
+    for j, name in enumerate(names):
+        col = feats.column(name).cast(pa.float64())
+        if col.null_count:
+            col = pc.fill_null(col, np.nan)
+        X[:, j] = col.to_numpy()
+    return X
+
+
+_TIER_DICTIONARY = pa.array(TIERS, type=pa.string())
+
+
+def _score_arrow(model: TierModel, feats: pa.Table, num_threads: int) -> pa.Table:
+    """:func:`training.tiers.score_fans` for Arrow fan features, returning an Arrow table of
+    the output schema: the booster reads a row-major float64 matrix built straight from the
+    Arrow columns, and the ids go to the output without a detour through Python strings.
+    Same probabilities and tiers as ``score_fans`` on the same features as a frame."""
+    if "fan_id" not in feats.column_names:
+        raise ValueError("fan features lack column fan_id")
+    X = _feature_matrix(feats, model.features)
+    proba = model.predict_proba(X, num_threads=num_threads)
+    codes = model.decide(proba).astype("int8")
+    by_column = np.asfortranarray(proba)
+    fan_id = feats.column("fan_id")
+    if fan_id.type != pa.string():
+        fan_id = fan_id.cast(pa.string())
+    arrays = [
+        fan_id,
+        pa.DictionaryArray.from_arrays(pa.array(codes, type=pa.int8()), _TIER_DICTIONARY),
+        *(pa.array(by_column[:, i]) for i in range(by_column.shape[1])),
+    ]
+    return pa.Table.from_arrays(arrays, schema=OUTPUT_SCHEMA)
+
+
+def _n_rows(scores: Scores) -> int:
+    return scores.num_rows if isinstance(scores, pa.Table) else len(scores)
+
+
+def _tier_codes(table: pa.Table) -> np.ndarray:
+    """int codes into TIERS of an output table's tier column."""
+    parts = []
+    for chunk in table.column("tier").chunks:
+        index = np.array([TIERS.index(t) for t in chunk.dictionary.to_pylist()], dtype="int64")
+        parts.append(index[chunk.indices.to_numpy(zero_copy_only=False)])
+    return np.concatenate(parts) if parts else np.zeros(0, dtype="int64")
 
 
 def segment_frame(
@@ -299,7 +377,12 @@ def _open_parquet(con: duckdb.DuckDBPyConnection, inp: EventInput, tz: str) -> O
         return f"TRY_CAST(CAST({col} AS VARCHAR) AS DOUBLE)"
 
     def bad_id(col: str) -> str:
-        return f"{col} IS NULL OR length(CAST({col} AS VARCHAR)) NOT BETWEEN 1 AND 200"
+        if types[col].upper() in INTEGER_TYPES:  # as text: 1 to 40 characters
+            return f"{col} IS NULL"
+        # length (characters) in [1, 200]: a non-empty text of at most 200 bytes passes
+        # without counting its characters (a character takes at least one byte)
+        v = f"CAST({col} AS VARCHAR)"
+        return f"{col} IS NULL OR strlen({v}) = 0 OR (strlen({v}) > 200 AND length({v}) > 200)"
 
     checks: list[tuple[str, str, str]] = [
         ("fan_id", "non-empty id of at most 200 characters", bad_id("fan_id")),
@@ -369,7 +452,12 @@ def _open_parquet(con: duckdb.DuckDBPyConnection, inp: EventInput, tz: str) -> O
         latest_us = cutoff_us(pd.Timestamp(latest), tz)
     else:
         latest_us = int(latest)
-    source = EventSource(view, frozenset(("fan_id", "event_time", "event_type", *present)), naive)
+    source = EventSource(
+        view,
+        frozenset(("fan_id", "event_time", "event_type", *present)),
+        naive,
+        int_ids=types["fan_id"].upper() in INTEGER_TYPES,
+    )
     return OpenedEvents(source, n_events, latest_us)
 
 
@@ -455,7 +543,9 @@ def summary_path_for(out_path: str | Path) -> Path:
     return out.with_name(out.stem + ".summary.json")
 
 
-def _table(scores: pd.DataFrame) -> pa.Table:
+def _table(scores: Scores) -> pa.Table:
+    if isinstance(scores, pa.Table):
+        return scores
     return pa.Table.from_pandas(
         scores[list(SCORE_COLUMNS)], schema=OUTPUT_SCHEMA, preserve_index=False
     )
@@ -504,11 +594,18 @@ def _local_batches(
 
     With ``k > 1`` buckets the events are first split into per-bucket Parquet files under
     ``spill_dir`` (:func:`_partition_events`), so each bucket reads only its own events.
-    ``clock["score"]`` accumulates the seconds spent converting and scoring batches,
-    ``clock["partition"]`` the split. The third item is each fan's order amount in the rules
-    window before the cutoff when a fan feature holds exactly that (:data:`GMV_FEATURES`), else
-    None.
+    Each bucket's features stream out of DuckDB (sorted by fan_id) in Arrow batches of
+    :data:`BATCH_ROWS` fans that are scored from Arrow, never converted to pandas.
+    ``clock`` keys (seconds, summed over buckets): ``partition`` (the split), ``features``
+    (the fan SQL until its first batch: DuckDB aggregates and sorts first), ``read`` (the
+    later batches), ``score`` (matrix, predict, output table). The
+    third item is each fan's order amount in the rules window before the cutoff when a fan
+    feature holds exactly that (:data:`GMV_FEATURES`), else None.
     """
+
+    def tick(key: str, since: float) -> None:
+        clock[key] = clock.get(key, 0.0) + time.perf_counter() - since
+
     spend_col = GMV_FEATURES.get(int(model.rules.window_days))
     if k == 1:
         buckets: list[EventSource | None] = [opened.source]
@@ -520,15 +617,26 @@ def _local_batches(
         if bucket is None:  # no fan hashed to this bucket
             yield b, empty_scores(), None
             continue
+        t = time.perf_counter()
         sql = fan_features_sql(bucket, cutoff, tz=tz)
         reader = con.sql(sql).to_arrow_reader(BATCH_ROWS)
-        for batch in reader:
+        key = "features"  # DuckDB aggregates and sorts before the first batch comes out
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            tick(key, t)
+            key = "read"
             t = time.perf_counter()
-            feats = batch.to_pandas()
+            feats = pa.Table.from_batches([batch])
             scores = _score(model, feats, num_threads)
-            spend = feats[spend_col].to_numpy() if spend_col else None
-            clock["score"] = clock.get("score", 0.0) + time.perf_counter() - t
+            spend = None
+            if spend_col:
+                spend = pc.fill_null(feats.column(spend_col), 0.0).to_numpy()
+            tick("score", t)
             yield b, scores, spend
+            t = time.perf_counter()
         yield b, empty_scores(), None  # marks the end of the bucket (progress)
 
 
@@ -586,8 +694,10 @@ def segment(
     :func:`segment_frame` over Dask partitions holding whole fans (``scheduler``: an address,
     a ``distributed.Client``, or None for a ``LocalCluster``). ``partitions`` is the number of
     buckets / Dask partitions (default from the event count). ``previous`` is an earlier output
-    for the transition matrix. Raises ``ContractError`` (bad rows) or ``ValueError`` /
-    ``FileNotFoundError`` (bad arguments) before writing anything.
+    for the transition matrix. ``num_threads`` (DuckDB's threads and the local engine's
+    LightGBM threads) defaults to the cores this process may use (:func:`batch_threads`).
+    Raises ``ContractError`` (bad rows) or ``ValueError`` / ``FileNotFoundError`` (bad
+    arguments) before writing anything.
     """
     from tqdm.auto import tqdm
 
@@ -606,8 +716,9 @@ def segment(
     if out_path.resolve() in {p.resolve() for p in inp.paths}:
         raise ValueError(f"{out_path}: the output would overwrite an input file")
 
+    threads = num_threads or batch_threads()
     # DuckDB spills to disk beyond its memory limit: keep that out of the working folder
-    con = connect()
+    con = connect(threads=threads)
     spill = scratch_dir(SPILL_PREFIX)
     batches: Generator[Batch] | None = None
     try:
@@ -633,9 +744,7 @@ def segment(
         if engine == "local":
             k = partitions or max(1, math.ceil(opened.events / BUCKET_EVENTS))
             buckets_dir = spill / "buckets"
-            batches = _local_batches(
-                con, opened, model, cut, k, tz, num_threads, clock, buckets_dir
-            )
+            batches = _local_batches(con, opened, model, cut, k, tz, threads, clock, buckets_dir)
         else:
             from serving.dask_engine import dask_batches, default_partitions
 
@@ -650,19 +759,22 @@ def segment(
             with pq.ParquetWriter(tmp, OUTPUT_SCHEMA) as writer:
                 done = -1
                 for b, scores, spend in batches:
-                    if scores.empty:
+                    if not _n_rows(scores):
                         if b > done:
                             bar.update(b - done)
                             done = b
                         continue
-                    writer.write_table(_table(scores))
-                    codes = scores["tier"].cat.codes.to_numpy()
+                    t_write = time.perf_counter()
+                    table = _table(scores)
+                    writer.write_table(table)
+                    codes = _tier_codes(table)
                     fans_by_tier += np.bincount(codes, minlength=len(TIERS))
                     if spend is None or gmv_by_tier is None:
                         gmv_by_tier = None
                     else:
                         gmv_by_tier += np.bincount(codes, weights=spend, minlength=len(TIERS))
-                    fans += len(scores)
+                    fans += table.num_rows
+                    clock["write"] = clock.get("write", 0.0) + time.perf_counter() - t_write
                     bar.set_postfix(fans=f"{fans:,}")
             bar.close()
             t_loop = time.perf_counter()

@@ -224,15 +224,27 @@ def batch_rate(url: str, plans: list[dict], drivers: bool, repeats: int) -> dict
 
 
 def raw_predict(bundle: Any, plans: list[dict]) -> dict:
-    """LightGBM alone on the same rows: numpy input, one thread, 3 boosters (+ GMV contrib)."""
+    """LightGBM alone on the same rows: numpy input, one thread, 3 boosters (+ GMV contrib).
+    Beside it, the in-process scorer on the same 1,000 plans without drivers (best of 7) and
+    its first step, reading the plans into feature inputs: what the batch costs above the
+    trees, without HTTP and JSON (history frozen out of the collector, as the service does)."""
+    import gc
+
     from features.plan import SessionPlan
+    from features.sessions import plan_inputs
     from serving.fastpath import PlanScorer
 
     scorer = PlanScorer(bundle, num_threads=1)
     objs = [SessionPlan.model_validate(p) for p in plans]
     X = scorer.matrix(scorer.frame(objs))
-    boosters = [m.booster for m in bundle.forecaster.models.values()]
-    gmv = bundle.forecaster.models["gmv"].booster
+    # each booster on the columns it reads (a target fitted without the room identity column
+    # reads the first ones only: ``TargetModel.columns``)
+    inputs = {
+        t: (m.booster, X if m.columns is None else X[:, list(m.columns)])
+        for t, m in bundle.forecaster.models.items()
+    }
+    gmv, X_gmv = inputs["gmv"]
+    ones = [(b, x[:1]) for b, x in inputs.values()]
 
     def best(fn, repeat: int = 3) -> float:
         out = float("inf")
@@ -242,15 +254,20 @@ def raw_predict(bundle: Any, plans: list[dict]) -> dict:
             out = min(out, time.perf_counter() - t)
         return out
 
-    plain = best(lambda: [b.predict(X, num_threads=1) for b in boosters])
-    contrib = best(lambda: gmv.predict(X, pred_contrib=True, num_threads=1))
-    one = X[:1]
-    plain1 = best(lambda: [b.predict(one, num_threads=1) for b in boosters], 50)
+    plain = best(lambda: [b.predict(x, num_threads=1) for b, x in inputs.values()])
+    contrib = best(lambda: gmv.predict(X_gmv, pred_contrib=True, num_threads=1))
+    one = X_gmv[:1]
+    plain1 = best(lambda: [b.predict(x, num_threads=1) for b, x in ones], 50)
     contrib1 = best(lambda: gmv.predict(one, pred_contrib=True, num_threads=1), 50)
     t = time.perf_counter()
     for p in objs[:50]:
         scorer.score([p], drivers=True)
     in_process_1 = (time.perf_counter() - t) / 50
+    gc.collect()
+    gc.freeze()
+    batch = best(lambda: scorer.score(objs, drivers=False), 7)
+    read = best(lambda: plan_inputs(objs, scorer.context.tz), 7)
+    gc.unfreeze()
     return {
         "rows": len(X),
         "trees": {k: m.booster.num_trees() for k, m in bundle.forecaster.models.items()},
@@ -259,6 +276,9 @@ def raw_predict(bundle: Any, plans: list[dict]) -> dict:
         "one_row_predict_ms": plain1 * 1e3,
         "one_row_predict_contrib_ms": (plain1 + contrib1) * 1e3,
         "in_process_score_1_plan_drivers_ms": in_process_1 * 1e3,
+        "in_process_batch_no_drivers_ms": batch * 1e3,
+        "in_process_read_plans_ms": read * 1e3,
+        "predict_ms": plain * 1e3,
     }
 
 
@@ -299,6 +319,7 @@ def run(bundle_dir: Path, seconds: float, cap: int) -> dict[str, Any]:
         "batch_vs_raw": {
             "drivers": raw["predict_contrib_plans_per_s"] / with_drivers["plans_per_s"],
             "no_drivers": raw["predict_plans_per_s"] / without["plans_per_s"],
+            "in_process_no_drivers": raw["in_process_batch_no_drivers_ms"] / raw["predict_ms"],
         },
     }
 
@@ -335,6 +356,19 @@ def _rows(res: dict[str, Any]) -> list[tuple[str, str, str]]:
     rows.append(("raw LightGBM 1 row, 3 models: ms (+ GMV contrib)", one, ""))
     score1 = f"{raw['in_process_score_1_plan_drivers_ms']:.1f}"
     rows.append(("in-process score 1 plan + drivers: ms", score1, ""))
+    ratio = res["batch_vs_raw"]
+    rows.append(
+        (
+            "1,000-plan batch no drivers / raw LightGBM: HTTP, in process",
+            f"{ratio['no_drivers']:.1f}x, {ratio['in_process_no_drivers']:.1f}x",
+            "",
+        )
+    )
+    batch = (
+        f"{raw['in_process_batch_no_drivers_ms']:.1f} ({raw['in_process_read_plans_ms']:.1f};"
+        f" raw {raw['predict_ms']:.1f})"
+    )
+    rows.append(("in-process 1,000 plans no drivers: ms (reading plans; raw)", batch, ""))
     return rows
 
 

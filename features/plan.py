@@ -7,9 +7,13 @@ come from the data contract, so a plan that validates here is a valid ``sessions
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from itertools import chain
+from operator import attrgetter
 from typing import Annotated
 
+import numpy as np
 import pandas as pd
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -143,62 +147,213 @@ class SessionPlan(BaseModel):
         return self.session_id or f"plan-{index}"
 
     def to_session_row(self, index: int = 0) -> dict[str, object]:
-        """This plan as a ``sessions`` contract row (outcomes missing)."""
-        start = pd.Timestamp(self.start_time)
-        discount = self.discount_depth
-        if discount is None and self.products:
-            discount = sum(1 - p.live_price / p.list_price for p in self.products) / len(
-                self.products
-            )
-            discount = min(max(discount, 0.0), 1.0)
-        if discount is None and self.product_mix is not None:
-            discount = self.product_mix.mean_discount
-        return {
-            "session_id": self.plan_id(index),
-            "room_id": self.room_id,
-            "platform": self.platform,
-            "host_id": self.host_id or self.room_id,
-            "start_time": start,
-            "planned_duration_min": float(self.planned_duration_min),
-            "session_type": self.session_type,
-            "title": self.title,
-            "followers_at_start": _opt_float(self.followers_at_start),
-            "warmup_videos": float(self.warmup_videos),
-            "community_pushes": float(self.community_pushes),
-            "paid_promo_budget": float(self.paid_promo_budget),
-            "lottery_count": float(self.lottery_count),
-            "red_envelope_count": float(self.red_envelope_count),
-            "flash_sale_rounds": float(self.flash_sale_rounds),
-            "coupon_value": float(self.coupon_value),
-            "discount_depth": _opt_float(discount),
-            "n_products": _opt_float(self.n_products),
-        }
+        """This plan as a ``sessions`` contract row (outcomes missing): its row of
+        :func:`plans_to_columns`, the start time as a ``pandas.Timestamp`` in its own offset."""
+        cols = plans_to_columns([self])
+        row: dict[str, object] = {c: _scalar(v[0]) for c, v in cols.sessions.items()}
+        row["session_id"] = self.plan_id(index)
+        row["start_time"] = pd.Timestamp(self.start_time)
+        return {c: row[c] for c in SESSION_ROW_COLUMNS}
 
     def to_product_rows(self, index: int = 0) -> list[dict[str, object]]:
         """The planned SKUs as ``session_products`` rows (empty when only a mix is given)."""
+        lines = plans_to_columns([self]).products
         sid = self.plan_id(index)
         return [
-            {
-                "session_id": sid,
-                "sku_id": p.sku_id,
-                "category": p.category,
-                "list_price": float(p.list_price),
-                "live_price": float(p.live_price),
-                "stock": _opt_float(p.stock),
-                "is_new_launch": bool(p.is_new_launch),
-            }
-            for p in (self.products or [])
+            {"session_id": sid, **{c: _scalar(lines[c][j]) for c in PRODUCT_ROW_COLUMNS[1:]}}
+            for j in range(len(lines["plan"]))
         ]
 
 
-def _opt_float(value: float | int | None) -> float:
-    return float("nan") if value is None else float(value)
+SESSION_ROW_COLUMNS: tuple[str, ...] = (
+    "session_id",
+    "room_id",
+    "platform",
+    "host_id",
+    "start_time",
+    "planned_duration_min",
+    "session_type",
+    "title",
+    "followers_at_start",
+    "warmup_videos",
+    "community_pushes",
+    "paid_promo_budget",
+    "lottery_count",
+    "red_envelope_count",
+    "flash_sale_rounds",
+    "coupon_value",
+    "discount_depth",
+    "n_products",
+)
+"""The ``sessions`` contract columns a plan fills (outcomes missing), in row order."""
+PRODUCT_ROW_COLUMNS: tuple[str, ...] = (
+    "session_id",
+    "sku_id",
+    "category",
+    "list_price",
+    "live_price",
+    "stock",
+    "is_new_launch",
+)
+"""The ``session_products`` contract columns a plan's SKU lines fill, in row order."""
+
+_TEXT = ("room_id", "platform", "session_type", "title")
+_NUMBERS = (
+    "planned_duration_min",
+    "followers_at_start",
+    "warmup_videos",
+    "community_pushes",
+    "paid_promo_budget",
+    "lottery_count",
+    "red_envelope_count",
+    "flash_sale_rounds",
+    "coupon_value",
+    "n_products",
+)
+_PLAN_FIELDS = (
+    "session_id",
+    "host_id",
+    "start_time",
+    "room_category",
+    "discount_depth",
+    "products",
+    "product_mix",
+    *_TEXT,
+    *_NUMBERS,
+)
+_read_plan = attrgetter(*_PLAN_FIELDS)
+_LINE_FIELDS = ("sku_id", "category", "list_price", "live_price", "stock", "is_new_launch")
+_read_line = attrgetter(*_LINE_FIELDS)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class PlanColumns:
+    """Draft plans read column-wise: aligned numpy arrays, one pass over the pydantic models.
+
+    ``sessions``: the :data:`SESSION_ROW_COLUMNS` but ``start_time`` (text as object arrays of
+    ``str``, numbers as float64 with NaN where not stated); ``start_ns``: the start as UTC epoch
+    nanoseconds; ``room_category``: object, None where not stated; ``product_mix``: object,
+    the :class:`ProductMix` or None; ``products``: every plan's SKU lines flattened in plan
+    order, ``plan`` (int64 position of the line's plan) and the :data:`PRODUCT_ROW_COLUMNS` but
+    ``session_id`` (``stock`` float64, NaN where unknown; ``is_new_launch`` bool).
+    """
+
+    sessions: dict[str, np.ndarray]
+    start_ns: np.ndarray
+    room_category: np.ndarray
+    product_mix: np.ndarray
+    products: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.start_ns)
+
+
+def _objects(values: tuple[object, ...] | list[object]) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def _table(columns: list, n: int, dtype: type) -> np.ndarray:
+    """Equal-length value sequences as the rows of one ``(len(columns), n)`` array."""
+    return np.array(columns, dtype=dtype).reshape(len(columns), n)
+
+
+def _scalar(value: object) -> object:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def plans_to_columns(plans: list[SessionPlan]) -> PlanColumns:
+    """``plans`` column-wise (:class:`PlanColumns`): the one definition of a plan's ``sessions``
+    / ``session_products`` contract values, which :meth:`SessionPlan.to_session_row`,
+    :meth:`SessionPlan.to_product_rows` and the feature inputs
+    (:func:`features.sessions.plan_inputs`) all read.
+
+    A plan's id is its ``session_id``, else ``plan-<position>``; its host is its ``host_id``,
+    else the room id (the contract's convention); its ``discount_depth``, when not stated, is
+    the mean of ``1 - live / list`` over its SKUs (clipped to [0, 1]), else its mix's
+    ``mean_discount``, else missing.
+    """
+    n = len(plans)
+    rows = list(map(_read_plan, plans))
+    columns = zip(*rows, strict=True) if n else [()] * len(_PLAN_FIELDS)
+    fields = dict(zip(_PLAN_FIELDS, columns, strict=True))
+    # few array constructions (one per dtype), whatever the number of plans and lines
+    text = _table(
+        [
+            [s or f"plan-{i}" for i, s in enumerate(fields["session_id"])],
+            [h or r for h, r in zip(fields["host_id"], fields["room_id"], strict=True)],
+            *(fields[name] for name in _TEXT),
+            fields["room_category"],
+        ],
+        n,
+        object,
+    )
+    sessions = dict(zip(("session_id", "host_id", *_TEXT), text[:-1], strict=True))
+    numbers = _table([fields[name] for name in (*_NUMBERS, "discount_depth")], n, float)
+    sessions.update(zip(_NUMBERS, numbers[:-1], strict=True))  # None -> NaN
+    micros = [(t - _EPOCH) // _MICROSECOND for t in fields["start_time"]]  # exact integers
+    start_ns = np.array(micros, dtype=np.int64) * 1000
+    products = fields["products"]
+    counts = np.fromiter((len(p) if p else 0 for p in products), np.int64, n)
+    lines = list(chain.from_iterable(p for p in products if p))
+    m = len(lines)
+    read = zip(*map(_read_line, lines), strict=True) if m else ((),) * len(_LINE_FIELDS)
+    sku_id, category, list_price, live_price, stock, new = read
+    names = _table([sku_id, category], m, object)
+    prices = _table([list_price, live_price, stock], m, float)  # stock None -> NaN
+    line_cols: dict[str, np.ndarray] = {
+        "plan": np.arange(n, dtype=np.int64).repeat(counts),
+        "sku_id": names[0],
+        "category": names[1],
+        "list_price": prices[0],
+        "live_price": prices[1],
+        "stock": prices[2],
+        "is_new_launch": np.array(new, dtype=bool),
+    }
+    mix = _objects(fields["product_mix"])
+    discount = numbers[-1]
+    unstated = np.isnan(discount)
+    if m and unstated.any():
+        fill = unstated & (counts > 0)
+        off = np.bincount(line_cols["plan"], weights=1 - prices[1] / prices[0], minlength=n)
+        discount[fill] = np.minimum(np.maximum(off[fill] / counts[fill], 0.0), 1.0)
+    if any(x is not None for x in fields["product_mix"]):  # a plan with a mix has no SKUs
+        for i in np.flatnonzero(unstated & (counts == 0)):
+            if mix[i] is not None:
+                discount[i] = mix[i].mean_discount
+    sessions["discount_depth"] = discount
+    return PlanColumns(
+        sessions=sessions,
+        start_ns=start_ns,
+        room_category=text[-1],
+        product_mix=mix,
+        products=line_cols,
+    )
 
 
 def plans_to_frames(plans: list[SessionPlan]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Plans as (sessions, session_products) frames in contract shape, outcomes missing."""
-    sessions = pd.DataFrame([p.to_session_row(i) for i, p in enumerate(plans)])
-    products = pd.DataFrame([r for i, p in enumerate(plans) for r in p.to_product_rows(i)])
+    """Plans as (sessions, session_products) frames in contract shape, outcomes missing: the
+    frames of :func:`plans_to_columns` (each start time in its own offset). Without plans or
+    SKU lines, the frame is empty and has no columns."""
+    cols = plans_to_columns(plans)
+    if not len(cols):
+        return pd.DataFrame(), pd.DataFrame()
+    starts = [pd.Timestamp(p.start_time) for p in plans]
+    sessions = pd.DataFrame(
+        {c: starts if c == "start_time" else cols.sessions[c] for c in SESSION_ROW_COLUMNS}
+    )
+    lines = cols.products
+    if not len(lines["plan"]):
+        return sessions, pd.DataFrame()
+    products = pd.DataFrame(
+        {
+            "session_id": cols.sessions["session_id"][lines["plan"]],
+            **{c: lines[c] for c in PRODUCT_ROW_COLUMNS[1:]},
+        }
+    )
     return sessions, products
 
 

@@ -3,11 +3,12 @@
 Every feature is defined once in :mod:`features.sessions` as a function from session inputs and
 history state to numpy columns (:func:`features.sessions.session_columns`). Training wraps
 those columns in a DataFrame; :class:`PlanScorer` builds the history state once at load time
-(:func:`features.sessions.plan_context`), reads each request's plans straight from their
-pydantic models (:func:`features.sessions.plan_columns`) and predicts on a numpy matrix
-(:func:`features.sessions.model_matrix`: category codes of the bundle's saved vocabulary; an
-unseen category is rejected, never read as missing). A pandas frame in ``Booster.predict``
-costs about 100x a numpy row, and pandas / pandera work per request dominated the latency.
+(:func:`features.sessions.plan_context`), reads each request's plans column-wise straight from
+their pydantic models (:func:`features.sessions.plan_columns`: one pass over the plans) and
+predicts on a numpy matrix (:func:`features.sessions.model_matrix`: category codes of the
+bundle's saved vocabulary; an unseen category is rejected, never read as missing). A pandas
+frame in ``Booster.predict`` costs about 100x a numpy row, and pandas / pandera work per
+request dominated the latency.
 """
 
 from __future__ import annotations
@@ -66,8 +67,11 @@ class PlanScorer:
     # ------------------------------------------------------------------ scoring
 
     def score(self, plans: list[SessionPlan], *, drivers: bool = True) -> list[dict[str, Any]]:
-        """One dict per plan in the :class:`~serving.schemas.PlanForecast` shape."""
-        _, cols = plan_columns(plans, self.context)
+        """One dict per plan in the :class:`~serving.schemas.PlanForecast` shape.
+
+        Column-wise end to end: the plans are read in one pass (:func:`plan_columns`), and the
+        answers are built from the prediction arrays read once as lists, not per plan."""
+        inputs, cols = plan_columns(plans, self.context)
         X = model_matrix(cols, self.features, self.vocab)
         fc = self.forecaster
         cold = cols["room__n_prior"] == 0
@@ -78,19 +82,29 @@ class PlanScorer:
                 *fc.explain_columns(X, lambda r, f: cols[f][r], num_threads=self.num_threads)
             ]
         targets = list(fc.models)
+        sources = {t: fc.models[t].source for t in targets}
+        quantiles = [
+            (t, pred[f"{t}_p10"].tolist(), pred[f"{t}_p50"].tolist(), pred[f"{t}_p90"].tolist())
+            for t in targets
+        ]
         out = []
-        for i, plan in enumerate(plans):
-            item: dict[str, Any] = {
-                "session_id": plan.plan_id(i),
-                "room_id": plan.room_id,
-                "cold_start": bool(cold[i]),
-            }
-            for t in targets:
-                item[t] = {q: float(pred[f"{t}_{q}"][i]) for q in ("p10", "p50", "p90")}
-            item["conversion"] = float(pred["conversion_p50"][i])
-            item["aov"] = float(pred["aov_p50"][i])
-            item["sources"] = {t: fc.models[t].source for t in targets}
-            explanation = explained[i]
+        for i, (sid, room, is_cold, conversion, aov, explanation) in enumerate(
+            zip(
+                inputs.session_id.tolist(),
+                inputs.room_id.tolist(),
+                cold.tolist(),
+                pred["conversion_p50"].tolist(),
+                pred["aov_p50"].tolist(),
+                explained,
+                strict=True,
+            )
+        ):
+            item: dict[str, Any] = {"session_id": sid, "room_id": room, "cold_start": is_cold}
+            for t, p10, p50, p90 in quantiles:
+                item[t] = {"p10": p10[i], "p50": p50[i], "p90": p90[i]}
+            item["conversion"] = conversion
+            item["aov"] = aov
+            item["sources"] = dict(sources)
             if explanation is not None:
                 item["explanation"] = _explanation(explanation)
             out.append(item)

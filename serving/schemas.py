@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from features.contract import MAX_COUNT, MAX_DURATION_MIN, MAX_MONEY, EventType
-from features.plan import MAX_YEAR, MIN_YEAR, SessionPlan
+from features.plan import MAX_YEAR, MIN_YEAR, SessionPlan, example_plan
 
 MAX_PLANS = 1000
 """Plans per forecast request."""
@@ -32,6 +32,10 @@ MAX_VARIANTS = 20
 """Named variants per compare request."""
 MAX_CANDIDATES = 2000
 """Candidate variants one suggest search may score (one batch predict)."""
+MAX_SUGGEST_LINES = 200_000
+"""Plan lines one suggest request may score: (candidates + base + top-k re-scored) x the base
+plan's product lines (at least 1). A search's cost and its response grow with both: 1,920
+candidates of a 5,000-SKU plan took 29 s and answered 11 MB before this bound."""
 MAX_EVENTS = 50_000
 """Fan events per segment request (a few thousand fans)."""
 
@@ -64,6 +68,104 @@ Finite = Annotated[float, Field(allow_inf_nan=False)]
 Money = Annotated[float, Field(ge=0, le=MAX_MONEY, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=0, le=int(MAX_COUNT))]
 Name = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+# --------------------------------------------------------------------------- request examples
+
+# One example per request model, in one place: each is the request schema's ``example`` in
+# ``/docs.json`` (what Swagger UI's "Try it out" pre-fills; its OpenAPI 3.1 sampler reads a
+# schema's ``examples[0]``, else its ``example``) and tests/test_docs_examples.py checks that each
+# validates and is answered 2xx. Not a schema-level ``examples`` list: BentoML 1.4 copies the
+# request schema into its OpenAPI ``Schema`` class, which has ``example`` but raises on
+# ``examples``.
+
+EXAMPLE_PLAN: dict[str, Any] = {
+    "session_id": "618-beauty",
+    **example_plan().model_dump(mode="json", exclude_none=True, exclude_defaults=True),
+}
+"""The draft plan of :func:`~features.plan.example_plan` as request JSON: a 618 festival beauty
+session of ``room-000`` (a room of the simulated data) with three SKUs."""
+
+EXAMPLE_COLD_PLAN: dict[str, Any] = {
+    "session_id": "new-room-launch",
+    "room_id": "room-new-01",
+    "platform": "kuaishou",
+    "start_time": "2026-06-20T19:30:00+08:00",
+    "planned_duration_min": 120,
+    "session_type": "new_launch",
+    "title": "新品首发 宠粉福利",
+    "followers_at_start": 25000,
+    "room_category": "food",
+    "warmup_videos": 3,
+    "lottery_count": 2,
+    "product_mix": {
+        "n_skus": 12,
+        "category_shares": {"food": 0.75, "home": 0.25},
+        "price_band_shares": {"lt50": 0.5, "50_200": 0.5},
+        "mean_live_price": 59.9,
+        "mean_discount": 0.2,
+        "new_launch_share": 0.5,
+        "total_stock": 6000,
+    },
+}
+"""A plan of a room without history (cold start) described by a product-mix summary."""
+
+FORECAST_EXAMPLE: dict[str, Any] = {"plans": [EXAMPLE_PLAN, EXAMPLE_COLD_PLAN], "drivers": True}
+COMPARE_EXAMPLE: dict[str, Any] = {
+    "base": EXAMPLE_PLAN,
+    "variants": [
+        {
+            "name": "no warm-up",
+            "plan": {**EXAMPLE_PLAN, "warmup_videos": 0, "community_pushes": 0,
+                     "paid_promo_budget": 0},
+        },
+        {"name": "late night", "plan": {**EXAMPLE_PLAN, "start_time": "2026-06-18T23:00:00+08:00"}},
+    ],
+    "drivers": True,
+}  # fmt: skip
+SUGGEST_EXAMPLE: dict[str, Any] = {
+    "base": EXAMPLE_PLAN,
+    "space": {
+        "start_hour": {"min": 18, "max": 22},
+        "duration_min": {"min": 120, "max": 240, "step": 60},
+        "promos": ["lottery", "coupon"],
+        "paid_promo_budget": [0, 5000, 10000],
+    },
+    "objective": "gmv",
+    "top_k": 3,
+    "drivers": True,
+}
+"""5 hours x 3 durations x 4 promo switches x 3 budgets = 180 candidates of a 3-SKU plan."""
+REVIEW_EXAMPLE: dict[str, Any] = {
+    "plan": EXAMPLE_PLAN,
+    "actual": {"viewers": 186000, "orders": 4300, "gmv": 812000},
+}
+SEGMENT_EXAMPLE: dict[str, Any] = {
+    "events": [
+        {"fan_id": "fan-1", "room_id": "room-000", "event_time": "2026-06-10T20:05:00+08:00",
+         "event_type": "watch", "watch_seconds": 1500},
+        {"fan_id": "fan-1", "room_id": "room-000", "event_time": "2026-06-10T20:31:00+08:00",
+         "event_type": "order", "amount": 199},
+        {"fan_id": "fan-1", "room_id": "room-000", "event_time": "2026-06-18T20:02:00+08:00",
+         "event_type": "watch", "watch_seconds": 2400},
+        {"fan_id": "fan-1", "room_id": "room-000", "event_time": "2026-06-18T20:40:00+08:00",
+         "event_type": "order", "amount": 398},
+        {"fan_id": "fan-2", "room_id": "room-000", "event_time": "2026-06-12T21:00:00+08:00",
+         "event_type": "watch", "watch_seconds": 300},
+        {"fan_id": "fan-2", "room_id": "room-000", "event_time": "2026-06-12T21:03:00+08:00",
+         "event_type": "comment"},
+        {"fan_id": "fan-3", "room_id": "room-000", "event_time": "2026-05-02T19:45:00+08:00",
+         "event_type": "follow"},
+        {"fan_id": "fan-3", "room_id": "room-000", "event_time": "2026-05-02T19:50:00+08:00",
+         "event_type": "watch", "watch_seconds": 90},
+    ],
+    "cutoff": "2026-06-20T00:00:00+08:00",
+}  # fmt: skip
+
+
+def _example(example: dict[str, Any]) -> ConfigDict:
+    """The strict request config with ``example`` as the model's JSON-schema example."""
+    return ConfigDict(**_STRICT, json_schema_extra={"example": example})
 
 
 # --------------------------------------------------------------------------- shared outputs
@@ -155,7 +257,7 @@ class ErrorResponse(BaseModel):
 
 
 class ForecastRequest(BaseModel):
-    model_config = _STRICT
+    model_config = _example(FORECAST_EXAMPLE)
 
     plans: list[SessionPlan] = Field(min_length=1, max_length=MAX_PLANS)
     drivers: bool = Field(True, description="Explain each plan (skip in bulk requests).")
@@ -184,7 +286,7 @@ class Variant(BaseModel):
 
 
 class CompareRequest(BaseModel):
-    model_config = _STRICT
+    model_config = _example(COMPARE_EXAMPLE)
 
     base: SessionPlan
     variants: list[Variant] = Field(min_length=1, max_length=MAX_VARIANTS)
@@ -305,7 +407,7 @@ class SearchSpace(BaseModel):
 
 
 class SuggestRequest(BaseModel):
-    model_config = _STRICT
+    model_config = _example(SUGGEST_EXAMPLE)
 
     base: SessionPlan
     space: SearchSpace
@@ -315,9 +417,15 @@ class SuggestRequest(BaseModel):
 
     @model_validator(mode="after")
     def _bounded(self) -> SuggestRequest:
-        if self.space.size() > MAX_CANDIDATES:
+        size = self.space.size()
+        if size > MAX_CANDIDATES:
+            raise ValueError(f"space: {size} candidates, at most {MAX_CANDIDATES}; narrow it")
+        lines = max(1, len(self.base.products or ()))
+        work = (size + 1 + self.top_k) * lines
+        if work > MAX_SUGGEST_LINES:
             raise ValueError(
-                f"space: {self.space.size()} candidates, at most {MAX_CANDIDATES}; narrow it"
+                f"space: {size} candidates x {lines} product lines = {work} plan lines to score,"
+                f" at most {MAX_SUGGEST_LINES}; narrow the space, lower top_k or send fewer lines"
             )
         return self
 
@@ -378,7 +486,7 @@ class FamilyWeight(BaseModel):
 
 
 class ReviewRequest(BaseModel):
-    model_config = _STRICT
+    model_config = _example(REVIEW_EXAMPLE)
 
     plan: SessionPlan
     actual: Actuals
@@ -422,7 +530,7 @@ class FanEvent(BaseModel):
 
 
 class SegmentRequest(BaseModel):
-    model_config = _STRICT
+    model_config = _example(SEGMENT_EXAMPLE)
 
     events: list[FanEvent] = Field(min_length=1, max_length=MAX_EVENTS)
     cutoff: PlausibleTime | None = Field(

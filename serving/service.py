@@ -25,7 +25,6 @@ answers 415 for non-JSON bodies and 413 for oversized ones, and scoring errors a
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import functools
 import gc
@@ -38,12 +37,15 @@ from pathlib import Path
 from typing import Any
 
 import bentoml
-from starlette.responses import FileResponse, JSONResponse
+from _bentoml_sdk.io_models import IOMixin
+from pydantic import BaseModel, create_model
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from features.plan import SessionPlan
 from livecast.config import get_settings
 from serving.fastpath import PlanScorer
+from serving.offload import HEAVY, HEAVY_ROUTES, INLINE_BODY_BYTES, LIGHT, is_heavy
 from serving.schemas import (
     Actuals,
     CompareRequest,
@@ -69,11 +71,6 @@ BUNDLE_ENV = "LIVECAST_SERVE_BUNDLE"
 """Environment variable naming the forecaster bundle (folder, or models folder)."""
 TIER_BUNDLE_ENV = "LIVECAST_SERVE_TIER_BUNDLE"
 """Environment variable naming the fan-tier bundle (default: the models folder)."""
-INLINE_PLANS = 8
-"""Forecast requests with at most this many plans are scored on the event loop (a few ms of
-CPU each): handing each to a worker thread costs GIL hand-offs with the loop that parses the
-next requests, which showed as tail latency under load. Bigger requests go to a worker thread
-so that the loop keeps answering health checks."""
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_BODY_BYTES = 32 * 1024 * 1024
 JSON_TYPES = ("application/json",)
@@ -175,13 +172,33 @@ class GuardMiddleware:
                 await _error(413, too_large, ["body"], "body_too_large")(scope, receive, send)
                 return
             receive = _replay(messages, receive)
+            size = sum(len(m.get("body", b"")) for m in messages)
+            if path in HEAVY_ROUTES or size > INLINE_BODY_BYTES:
+                await self._heavy(scope, receive, send)
+                return
         await self.app(scope, receive, send)
+
+    async def _heavy(self, scope: dict, receive: Any, send: Any) -> None:
+        """Admit the request as heavy work (parsed, scored and answered off the event loop),
+        or answer 429 with ``Retry-After`` when this worker already holds all it may."""
+        if await HEAVY.guarded(lambda: self.app(scope, receive, send)):
+            return
+        wait = HEAVY.retry_after()
+        resp = _error(
+            429,
+            f"the service is busy with other large requests; retry in {wait} s",
+            ["body"],
+            "too_many_requests",
+        )
+        resp.headers["Retry-After"] = str(wait)
+        await resp(scope, receive, send)
 
 
 _EXTRA_ERRORS = {
     "413": "Request body too large",
     "415": "Unsupported content type (send application/json)",
     "422": "The request validated but cannot be scored",
+    "429": "The worker is busy with other large requests (see Retry-After)",
     "503": "The model this endpoint needs is not loaded",
 }
 
@@ -219,6 +236,38 @@ def openapi_document() -> dict[str, Any]:
 
 def _unscorable(exc: Exception) -> JSONResponse:
     return _error(422, f"cannot score the request: {exc}", ["body"], "unscorable")
+
+
+class _OffLoopInput(IOMixin):
+    """A request model whose body, when the request was admitted as heavy, is parsed and
+    validated on the heavy-work pool rather than on the event loop (a 10 MB body takes about
+    half a second to validate)."""
+
+    @classmethod
+    async def from_http_request(cls, request: Any, serde: Any) -> Any:
+        body = await request.body()
+        parse = functools.partial(cls.model_validate_json, body or b"{}")  # type: ignore[attr-defined]
+        return await HEAVY.run(parse) if is_heavy() else parse()
+
+
+def _input(model: type[BaseModel]) -> type[BaseModel]:
+    """The BentoML input spec of ``model`` (named as BentoML names its own)."""
+    return create_model(f"{model.__name__}IODescriptor", __base__=(_OffLoopInput, model))
+
+
+def _as_response(answer: BaseModel | Response) -> Response:
+    if isinstance(answer, Response):
+        return answer
+    return Response(answer.model_dump_json().encode(), media_type="application/json")
+
+
+async def _answer(build: Any) -> Any:
+    """``build()``'s answer, off the event loop: for a light request built on the light pool
+    (BentoML serialises the small answer), for a heavy one built and serialised on the
+    heavy-work pool."""
+    if not is_heavy():
+        return await LIGHT.run(build)
+    return await HEAVY.run(lambda: _as_response(build()))
 
 
 def die_with_parent() -> bool:
@@ -275,34 +324,38 @@ class Livecast:
         self._ready = True
         logger.info("livecast service ready in %.1f s", time.perf_counter() - t0)
 
-    def __is_ready__(self) -> bool:
+    async def __is_ready__(self) -> bool:  # async: answered on the loop, no thread hop
         return getattr(self, "_ready", False)
 
-    @bentoml.api(route="/v1/forecast", input_spec=ForecastRequest)
+    @bentoml.api(route="/v1/forecast", input_spec=_input(ForecastRequest))
     async def forecast(self, plans: list[SessionPlan], drivers: bool = True) -> ForecastResponse:
         """Forecast one or more draft plans (P10 / P50 / P90, conversion, AOV, drivers)."""
-        score = functools.partial(self.scorer.score, plans, drivers=drivers)
-        try:
-            if len(plans) <= INLINE_PLANS:
-                items = score()
-            else:
-                items = await asyncio.to_thread(score)
-        except ValueError as exc:
-            return _unscorable(exc)  # type: ignore[return-value]
-        return ForecastResponse(forecasts=items, model=self.scorer.model_info)
 
-    @bentoml.api(route="/v1/compare", input_spec=CompareRequest)
-    def compare(
+        def build() -> ForecastResponse | JSONResponse:
+            try:
+                items = self.scorer.score(plans, drivers=drivers)
+            except ValueError as exc:
+                return _unscorable(exc)
+            return ForecastResponse(forecasts=items, model=self.scorer.model_info)
+
+        return await _answer(build)
+
+    @bentoml.api(route="/v1/compare", input_spec=_input(CompareRequest))
+    async def compare(
         self, base: SessionPlan, variants: list[Variant], drivers: bool = True
     ) -> CompareResponse:
         """Forecast a base plan and named variants side by side, with differences."""
-        try:
-            return compare_payload(self.scorer, base, variants, drivers=drivers)
-        except ValueError as exc:
-            return _unscorable(exc)  # type: ignore[return-value]
 
-    @bentoml.api(route="/v1/suggest", input_spec=SuggestRequest)
-    def suggest(
+        def build() -> CompareResponse | JSONResponse:
+            try:
+                return compare_payload(self.scorer, base, variants, drivers=drivers)
+            except ValueError as exc:
+                return _unscorable(exc)
+
+        return await _answer(build)
+
+    @bentoml.api(route="/v1/suggest", input_spec=_input(SuggestRequest))
+    async def suggest(
         self,
         base: SessionPlan,
         space: SearchSpace,
@@ -311,32 +364,46 @@ class Livecast:
         drivers: bool = True,
     ) -> SuggestResponse:
         """Search the variants of a base plan (one batch predict) and return the top k."""
-        try:
-            return suggest_payload(
-                self.scorer, base, space, objective=objective, top_k=top_k, drivers=drivers
-            )
-        except ValueError as exc:
-            return _unscorable(exc)  # type: ignore[return-value]
 
-    @bentoml.api(route="/v1/review", input_spec=ReviewRequest)
-    def review(self, plan: SessionPlan, actual: Actuals) -> ReviewResponse:
+        def build() -> SuggestResponse | JSONResponse:
+            try:
+                return suggest_payload(
+                    self.scorer, base, space, objective=objective, top_k=top_k, drivers=drivers
+                )
+            except ValueError as exc:
+                return _unscorable(exc)
+
+        return await _answer(build)
+
+    @bentoml.api(route="/v1/review", input_spec=_input(ReviewRequest))
+    async def review(self, plan: SessionPlan, actual: Actuals) -> ReviewResponse:
         """A finished session: its forecast against what happened."""
-        try:
-            return review_payload(self.scorer, plan, actual)
-        except ValueError as exc:
-            return _unscorable(exc)  # type: ignore[return-value]
 
-    @bentoml.api(route="/v1/segment", input_spec=SegmentRequest)
-    def segment(self, events: list[FanEvent], cutoff: datetime | None = None) -> SegmentResponse:
+        def build() -> ReviewResponse | JSONResponse:
+            try:
+                return review_payload(self.scorer, plan, actual)
+            except ValueError as exc:
+                return _unscorable(exc)
+
+        return await _answer(build)
+
+    @bentoml.api(route="/v1/segment", input_spec=_input(SegmentRequest))
+    async def segment(
+        self, events: list[FanEvent], cutoff: datetime | None = None
+    ) -> SegmentResponse:
         """Fan events -> tier and probabilities, through the batch run's ``segment_frame``."""
         if self.tiers is None:
             return _error(  # type: ignore[return-value]
                 503, f"no fan-tier model is loaded: {self.tiers_error}", ["model"], "no_model"
             )
-        try:
-            return segment_payload(self.tiers, events, cutoff, tz=self.tz)
-        except ValueError as exc:
-            return _unscorable(exc)  # type: ignore[return-value]
+
+        def build() -> SegmentResponse | JSONResponse:
+            try:
+                return segment_payload(self.tiers, events, cutoff, tz=self.tz)
+            except ValueError as exc:
+                return _unscorable(exc)
+
+        return await _answer(build)
 
 
 _WARM_UP_EVENT = FanEvent(

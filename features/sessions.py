@@ -49,7 +49,7 @@ from features.calendar import (
     window_flags,
 )
 from features.contract import CATEGORIES, DEFAULT_TZ, PLATFORMS, SESSION_TYPES
-from features.plan import PRICE_BANDS, ProductMix, SessionPlan
+from features.plan import PRICE_BANDS, ProductMix, SessionPlan, plans_to_columns
 
 FAMILIES: tuple[str, ...] = ("topic", "slot", "mix", "promo", "warmup", "room")
 KEY_COLUMNS: tuple[str, ...] = ("session_id", "room_id", "start_time")
@@ -1263,53 +1263,64 @@ def plan_context(
     )
 
 
+_FEW_STARTS = 4
+"""Up to this many starts, :func:`_wall_clock` converts each alone (cheaper than an index)."""
+
+
+def _wall_clock(t: np.ndarray, tz: str) -> np.ndarray:
+    """UTC epoch nanoseconds as local wall-clock ``datetime64[ns]`` in ``tz``: pandas' time-zone
+    conversion, per start for a few (a single plan is the common request), else in one pass."""
+    if len(t) <= _FEW_STARTS:
+        local = [pd.Timestamp(v, tz=tz).tz_localize(None).value for v in t.tolist()]
+        return np.array(local, dtype=np.int64).view("datetime64[ns]")
+    start = pd.DatetimeIndex(t.view("datetime64[ns]")).tz_localize("UTC")
+    return start.tz_convert(tz).tz_localize(None).to_numpy().astype("datetime64[ns]")
+
+
 def plan_inputs(
     plans: list[SessionPlan], tz: str = DEFAULT_TZ
 ) -> tuple[SessionInputs, Columns, SkuList]:
-    """The inputs, mix summary and SKU list of draft plans, straight from the validated
-    pydantic models (no frames): each plan reads exactly as its ``sessions`` /
-    ``session_products`` contract rows would (:meth:`~features.plan.SessionPlan.to_session_row`).
-    A plan's ``products`` and ``product_mix`` both map onto the mix summary."""
-    rows = [p.to_session_row(i) for i, p in enumerate(plans)]
-    ids = [str(r["session_id"]) for r in rows]
+    """The inputs, mix summary and SKU list of draft plans, read column-wise from the validated
+    pydantic models (:func:`~features.plan.plans_to_columns`: one pass over the plans, SKU
+    lines flattened once; no frames, no per-plan rows), so each plan reads exactly as its
+    ``sessions`` / ``session_products`` contract rows would. A plan's ``products`` and
+    ``product_mix`` both map onto the mix summary."""
+    cols = plans_to_columns(plans)
+    s = cols.sessions
+    ids = s["session_id"].tolist()
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         raise ValueError(f"plan ids must be unique: {dup}")
-    starts = [pd.Timestamp(r["start_time"]).as_unit("ns") for r in rows]
     inputs = SessionInputs(
-        session_id=_object_array(ids),
-        room_id=_object_array(r["room_id"] for r in rows),
-        host_id=_object_array(str(r["host_id"]) for r in rows),
-        t=np.array([s.value for s in starts], dtype=np.int64),
-        local=np.array(
-            [s.tz_convert(tz).tz_localize(None).to_datetime64() for s in starts],
-            dtype="datetime64[ns]",
-        ),
-        platform=_object_array(r["platform"] for r in rows),
-        session_type=_object_array(r["session_type"] for r in rows),
-        title=_object_array(str(r["title"]) for r in rows),
-        room_category=_object_array(p.room_category for p in plans),
-        numeric={c: np.array([r[c] for r in rows], dtype=float) for c in _NUMERIC_INPUTS},
+        session_id=s["session_id"],
+        room_id=s["room_id"],
+        host_id=s["host_id"],
+        t=cols.start_ns,
+        local=_wall_clock(cols.start_ns, tz),
+        platform=s["platform"],
+        session_type=s["session_type"],
+        title=s["title"],
+        room_category=cols.room_category,
+        numeric={c: s[c] for c in _NUMERIC_INPUTS},
     )
-    lines = [(i, line) for i, p in enumerate(plans) for line in (p.products or [])]
-    session = np.array([i for i, _ in lines], dtype=np.int64)
-    if lines:
+    lines = cols.products
+    if len(lines["plan"]):
         raw = _sku_summary_raw(
-            session,
+            lines["plan"],
             len(plans),
-            _object_array(line.category for _, line in lines),
-            np.array([line.live_price for _, line in lines], dtype=float),
-            np.array([line.list_price for _, line in lines], dtype=float),
-            np.array([math.nan if ln.stock is None else ln.stock for _, ln in lines], dtype=float),
-            np.array([line.is_new_launch for _, line in lines], dtype=float),
+            lines["category"],
+            lines["live_price"],
+            lines["list_price"],
+            lines["stock"],
+            lines["is_new_launch"].astype(float),
         )
     else:
         raw = _missing_summary(len(plans))
-    for i, plan in enumerate(plans):
-        if plan.product_mix is not None:
-            for key, value in mix_summary_row(plan.product_mix).items():
+    for i, mix in enumerate(cols.product_mix):
+        if mix is not None:
+            for key, value in mix_summary_row(mix).items():
                 raw[key][i] = value
-    skus = SkuList(session, _object_array(line.sku_id for _, line in lines))
+    skus = SkuList(lines["plan"], lines["sku_id"])
     return inputs, _finish_summary(raw), skus
 
 

@@ -262,12 +262,11 @@ def _as_response(answer: BaseModel | Response) -> Response:
 
 
 async def _answer(build: Any) -> Any:
-    """``build()``'s answer, off the event loop: for a light request built on the light pool
-    (BentoML serialises the small answer), for a heavy one built and serialised on the
-    heavy-work pool."""
-    if not is_heavy():
-        return await LIGHT.run(build)
-    return await HEAVY.run(lambda: _as_response(build()))
+    """``build()``'s answer, built and serialised off the event loop: on the light pool for a
+    light request, on the heavy-work pool for a heavy one. The loop then writes one body of
+    ready bytes."""
+    pool = HEAVY if is_heavy() else LIGHT
+    return await pool.run(lambda: _as_response(build()))
 
 
 def die_with_parent() -> bool:
@@ -295,6 +294,8 @@ def die_with_parent() -> bool:
     workers=1,
     traffic={"timeout": 60, "max_concurrency": 256},
     metrics={"enabled": True},
+    # health probes and scrapes arrive every few seconds: no trace spans for them
+    tracing={"excluded_urls": ["/livez", "/readyz", "/metrics"]},
 )
 class Livecast:
     """Forecasts, comparisons, suggestions, reviews and fan tiers over the loaded bundles."""

@@ -515,29 +515,54 @@ def promote(
     reevaluate = None
     if data is not None:
         from features.io import load_dataset
-        from training.backtest import run_backtest
         from training.data import training_frame
-        from training.tune import load_params
+        from training.retrain import rescorer
 
         ds = load_dataset(data, fan_events=False, tz=s.timezone)
-        frame = training_frame(ds.sessions, ds.session_products)
-
-        def reevaluate(run_params: dict[str, str]) -> dict[str, float]:
-            from training.models import EXECUTION_SETTINGS, ForecastParams
-
-            known = {
-                k: v
-                for k, v in run_params.items()
-                if k in ForecastParams.model_fields and k not in EXECUTION_SETTINGS
-            }  # the thread count is this machine's, not the run's
-            res = run_backtest(frame, params=load_params(None, **known), baselines=False)
-            return {t: res.metrics[t]["model"]["wape"] for t in res.metrics}
+        reevaluate = rescorer(training_frame(ds.sessions, ds.session_products))
 
     decision = run_promote(
         uri=s.mlflow_uri, models_dir=s.models_dir, train_id=train_id, reevaluate=reevaluate
     )
     verdict = "[green]promoted[/]" if decision.promoted else "[yellow]not promoted[/]"
     console.print(f"{verdict} {decision.candidate.train_id}: {decision.reason}")
+
+
+@app.command()
+@_friendly_errors
+def retrain(
+    data: Annotated[Path, typer.Option(help="Dataset folder.")] = Path("data/sim"),
+    params: Annotated[Path | None, typer.Option(help="Parameters JSON (from tune).")] = None,
+    folds: Annotated[int, typer.Option(min=1, help="Backtest folds.")] = 3,
+    horizon_days: Annotated[int, typer.Option(min=1, help="Days per backtest fold.")] = 30,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    wait: WaitOption = False,
+) -> None:
+    """Backtest, train and promote in one step: the candidate replaces the champion only if it
+    scores better on the same folds (or the same, fitted on newer sessions)."""
+    s = get_settings()
+    with training_lock(wait):
+        from features.io import load_dataset
+        from training.retrain import retrain as run_retrain
+
+        ds = load_dataset(data, fan_events=False, tz=s.timezone)
+        result = run_retrain(
+            ds,
+            params=_load_params(params, seed),
+            models_dir=s.models_dir,
+            report_dir=s.reports_dir / "train",
+            mlflow_uri=s.mlflow_uri,
+            folds=folds,
+            horizon_days=horizon_days,
+        )
+    _print_metrics(result.train.backtest.metrics)
+    d = result.decision
+    verdict = "[green]promoted[/]" if d.promoted else "[yellow]not promoted[/]"
+    console.print(f"{verdict} {d.candidate.train_id}: {d.reason}")
+    console.print(
+        f"champion data until {result.champion_trained_until or '-'}; candidate bundle "
+        f"{result.train.bundle_dir.name}"
+    )
 
 
 @app.command()

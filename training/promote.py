@@ -125,8 +125,15 @@ def candidate_versions(
     return out
 
 
-def decide(candidate: Candidate, champion: Candidate | None) -> tuple[bool, str]:
-    """The gate itself (pure): promote only a strictly better candidate on the same folds."""
+def decide(
+    candidate: Candidate, champion: Candidate | None, *, refresh: bool = False
+) -> tuple[bool, str]:
+    """The gate itself (pure): promote only a strictly better candidate on the same folds.
+
+    ``refresh``: the candidate was fitted on newer data than the champion (a retrain); then a
+    tie is enough, since a configuration that scores the same on the same folds, refitted on
+    fresher sessions, is the better model to serve. Without it, retraining the champion's own
+    configuration on new data could never replace a model frozen at an older date."""
     losing = [
         f"{t} WAPE {candidate.scores[t]:.4f} vs baseline {candidate.baseline[t]:.4f}"
         for t in candidate.versions
@@ -152,6 +159,8 @@ def decide(candidate: Candidate, champion: Candidate | None) -> tuple[bool, str]
     )
     if better:
         return True, f"candidate beats the champion ({detail})"
+    if refresh and candidate.score == champion.score:
+        return True, f"candidate ties the champion on newer data ({detail}): refreshed"
     return False, f"candidate does not beat the champion ({detail}); it stays a challenger"
 
 
@@ -163,12 +172,14 @@ def promote(
     reevaluate: Any = None,
     dry_run: bool = False,
     gate: Gate = FORECASTER_GATE,
+    refresh: bool = False,
 ) -> Decision:
     """Compare the candidate with the current champion and move the aliases.
 
     ``reevaluate(params: dict) -> dict[target, score]`` is called for both when their folds
     differ (the CLI passes a function that backtests on the current data). With ``dry_run``
-    the decision is returned and nothing moves (no alias, no ``champion.json``).
+    the decision is returned and nothing moves (no alias, no ``champion.json``). ``refresh``:
+    the candidate was fitted on newer data than the champion (see :func:`decide`).
     """
     cand_versions = candidate_versions(uri, train_id, gate)
     candidate = _describe(cand_versions, uri, gate)
@@ -195,7 +206,7 @@ def promote(
                 "fold_signature": candidate.fold_signature,
             }
         )
-    promoted, reason = decide(candidate, champion)
+    promoted, reason = decide(candidate, champion, refresh=refresh)
     if dry_run:
         return Decision(promoted, reason, candidate, champion)
     if promoted:

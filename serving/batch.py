@@ -162,11 +162,11 @@ def empty_scores() -> pd.DataFrame:
 
 
 def batch_threads() -> int:
-    """Threads of a batch run (DuckDB and LightGBM): the cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
+    """Threads of a batch run (DuckDB and LightGBM): the cores this process may use, its CPU
+    affinity bounded by a cgroup CPU quota (a container's ``--cpus``)."""
+    from livecast.config import detected_cores
+
+    return detected_cores()
 
 
 def _score(model: TierModel, feats: pd.DataFrame | pa.Table, num_threads: int) -> Scores:
@@ -271,7 +271,7 @@ def _frame_connection() -> duckdb.DuckDBPyConnection:
     pid = os.getpid()
     held = getattr(_LOCAL, "con", None)
     if held is None or held[0] != pid:
-        held = (pid, connect())
+        held = (pid, connect(threads=1))  # the service runs one per heavy-work thread
         _LOCAL.con = held
     return held[1]
 

@@ -76,6 +76,34 @@ def test_detected_cores_are_the_affinity_bounded_by_the_cgroup_quota(monkeypatch
     assert detected_cores() == 4
 
 
+def test_batch_runs_and_tier_training_use_the_cores_this_process_may_use(monkeypatch, settings):
+    """The batch run's DuckDB and LightGBM threads follow the cgroup quota (a container's
+    ``--cpus``), and the tier model's fan-feature SQL the training threads."""
+    from features import fans
+    from serving.batch import batch_threads
+    from training import tiers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(config, "cgroup_cpu_limit", lambda: 3)
+    assert batch_threads() == 3
+    seen = []
+    real = fans.connect
+    monkeypatch.setattr(tiers, "connect", lambda **kw: seen.append(kw) or real(**kw))
+    settings.setenv("LIVECAST_THREADS", "1")
+    get_settings.cache_clear()
+    events = pd.DataFrame(
+        {
+            "fan_id": ["a", "b"],
+            "room_id": ["r", "r"],
+            "event_time": pd.to_datetime(["2026-01-01 20:00", "2026-01-02 20:00"], utc=True),
+            "event_type": ["watch", "order"],
+            "amount": [None, 50.0],
+        }
+    )
+    tiers.tier_frame(events, [pd.Timestamp("2026-01-03", tz="UTC")])
+    assert seen == [{"threads": 1}]
+
+
 def test_cgroup_quota_v2_and_v1(tmp_path):
     proc = tmp_path / "cgroup"
     root = tmp_path / "fs"

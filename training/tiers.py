@@ -224,9 +224,11 @@ def tier_frame(
 
     One row per (cutoff, fan with an event before the cutoff), cutoffs in the given order.
     """
+    from livecast.config import available_cores
+
     rules = rules or TierRules()
     parts = []
-    con = connect()
+    con = connect(threads=available_cores())  # training threads (LIVECAST_THREADS overrides)
     try:
         for c in cutoffs:
             feats = fan_features(events, c, con=con, tz=tz)

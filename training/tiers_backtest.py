@@ -259,7 +259,9 @@ def run_tier_backtest(
     proba = scored[[f"p_{t}" for t in TIERS]].to_numpy()
     preds = {"model": (scored["tier"].cat.codes.to_numpy(), scored["p_dormant"].to_numpy())}
     if baselines:
-        con = connect()
+        from livecast.config import available_cores
+
+        con = connect(threads=available_cores())
         try:
             cur = pd.concat(
                 [current_tiers(events, c, rules, con=con, tz=tz) for c in plan.evaluation],

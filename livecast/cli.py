@@ -310,6 +310,83 @@ def import_ns_homeshopping(
         _print_warnings(table, warnings, file)
 
 
+@app.command()
+@_friendly_errors
+def ingest(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="A sessions file (CSV / Parquet / Excel, contract columns) or a folder holding "
+            "sessions.<ext> and optionally session_products.<ext>."
+        ),
+    ],
+    products: Annotated[
+        Path | None,
+        typer.Option(help="Product rows of those sessions (when SOURCE is a file)."),
+    ] = None,
+    replace: Annotated[
+        bool,
+        typer.Option(help="Overwrite sessions already stored with other values (else an error)."),
+    ] = False,
+    history_dir: Annotated[
+        Path | None, typer.Option(help="History store folder (default: the settings').")
+    ] = None,
+    dayfirst: DayfirstOption = None,
+    encoding: EncodingOption = None,
+    strict: StrictOption = False,
+) -> None:
+    """Add finished sessions (with outcomes) to the history the service forecasts from.
+
+    All or nothing: a failing row rejects the whole file (exit 2, every failing row listed).
+    Sessions already stored with the same content are unchanged; a running service picks up
+    the new version within seconds, without a restart.
+    """
+    from features.contract import ContractError
+    from features.history_store import BatchRejected, find_table_files
+    from features.history_store import ingest as run_ingest
+    from features.importers.generic import import_table as read_table_file
+
+    s = get_settings()
+    store = history_dir or s.history_dir
+    sessions_file, products_file = (
+        find_table_files(source) if source.is_dir() else (source, products)
+    )
+    if source.is_dir() and products is not None:
+        raise ValueError("give --products only with a sessions file, not a folder")
+
+    def read(file: Path, table: str) -> Any:
+        return read_table_file(
+            file,
+            table=table,
+            mapping=None,
+            tz=s.timezone,
+            dayfirst=dayfirst,
+            encoding=encoding,
+            strict=strict,
+        ).table
+
+    try:
+        sessions = read(sessions_file, "sessions")
+        rows = read(products_file, "session_products") if products_file else None
+        result = run_ingest(
+            store, sessions, rows, tz=s.timezone, replace=replace, source=str(sessions_file)
+        )
+    except ContractError as err:
+        _print_contract_error(err)
+        err_console.print(f"rejected: {len(err.failures)} failing row(s); nothing was added")
+        raise typer.Exit(2) from None
+    except BatchRejected as err:
+        for table_error in err.errors:
+            _print_contract_error(table_error)
+        err_console.print(f"rejected: {err.n_failures} failing row(s); nothing was added")
+        raise typer.Exit(2) from None
+    from serving.monitor import ForecastLog
+
+    ForecastLog(s.forecast_log).log_actuals(sessions)  # the watch pairs them with forecasts
+    console.print(_summary_table(f"history store {store}", result.summary()))
+    _print_warnings("sessions", result.warnings, sessions_file)
+
+
 def _print_metrics(metrics: dict[str, Any]) -> None:
     from training.report import metrics_table
 
@@ -613,11 +690,14 @@ def forecast(
         Path | None, typer.Option(help="Bundle folder (default: the champion in models/).")
     ] = None,
 ) -> None:
-    """Forecast draft plans (default: an example plan) with intervals and drivers."""
+    """Forecast draft plans (default: an example plan) with intervals and drivers, from the
+    bundle's history plus the sessions ingested since (``livecast ingest``)."""
+    import dataclasses
     import json
 
     from pydantic import TypeAdapter
 
+    from features.history_store import history_as_of, load_store, merge_history
     from features.plan import SessionPlan, example_plan
     from training.bundle import BundleError, load_bundle
     from training.predict import score_plans
@@ -635,8 +715,16 @@ def forecast(
     except BundleError as err:  # one plain line: rich would wrap a long path at 80 columns
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
+    store = load_store(s.history_dir, tz=s.timezone)  # sessions ingested since training
+    sessions, products = merge_history(
+        loaded.history_sessions, loaded.history_products, store.sessions, store.products
+    )
+    loaded = dataclasses.replace(loaded, history_sessions=sessions, history_products=products)
     for item in score_plans(loaded, plans):
         _print_forecast(item)
+    fresh = f" + history store version {store.version}" if store.version else ""
+    as_of = history_as_of(sessions, s.timezone) or "-"
+    typer.echo(f"history as of {as_of} (the bundle's history{fresh})")  # one line, unwrapped
 
 
 def _print_forecast(item: dict[str, Any]) -> None:
@@ -743,6 +831,10 @@ app.command("segment")(_friendly_errors(_segment))
 from livecast.cli_serve import serve as _serve  # noqa: E402
 
 app.command("serve")(_serve)
+
+from livecast.cli_monitor import monitor as _monitor  # noqa: E402
+
+app.command("monitor")(_friendly_errors(_monitor))
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -18,7 +18,15 @@ import zoneinfo
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,6 +49,49 @@ class Settings(BaseModel):
         ge=1,
         description="Training threads (LightGBM); default: the cores this process may use.",
     )
+    history_dir: Path = Field(
+        PROJECT_ROOT / "models" / "history",
+        description="History store: finished sessions ingested after training (livecast ingest,"
+        " POST /v1/sessions); default <models_dir>/history.",
+    )
+    ingest_token: SecretStr | None = Field(
+        None,
+        description="Bearer token POST /v1/sessions requires; unset: the endpoint is off (403)."
+        " Never printed (a SecretStr).",
+    )
+    history_poll_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="How often the service checks the history store for a new version, seconds.",
+    )
+    forecast_log: Path = Field(
+        PROJECT_ROOT / "models" / "forecasts.db",
+        description="The watch's store of served forecasts and actuals (SQLite, livecast"
+        " monitor); default <models_dir>/forecasts.db.",
+    )
+
+    @field_validator("ingest_token")
+    @classmethod
+    def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """At least 16 characters, no surrounding whitespace (the message never shows it)."""
+        if value is None:
+            return None
+        token = value.get_secret_value()
+        if len(token) < 16 or token != token.strip():
+            raise ValueError("the token must be at least 16 characters, without spaces around")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _history_beside_models(cls, data: object) -> object:
+        """``history_dir`` defaults to ``<models_dir>/history`` (whatever ``models_dir`` is)."""
+        if isinstance(data, dict) and not data.get("history_dir") and data.get("models_dir"):
+            data = {**data, "history_dir": Path(str(data["models_dir"])) / "history"}
+        if isinstance(data, dict) and not data.get("forecast_log") and data.get("models_dir"):
+            data = {**data, "forecast_log": Path(str(data["models_dir"])) / "forecasts.db"}
+        return data
 
     @field_validator("timezone")
     @classmethod

@@ -12,6 +12,8 @@ Shapes (all money in the room's currency, durations in minutes):
 * ``POST /v1/suggest``   :class:`SuggestRequest`  -> :class:`SuggestResponse`
 * ``POST /v1/review``    :class:`ReviewRequest`   -> :class:`ReviewResponse`
 * ``POST /v1/segment``   :class:`SegmentRequest`  -> :class:`SegmentResponse`
+* ``POST /v1/sessions``  :class:`IngestRequest`   -> :class:`IngestResponse` (changes state:
+  off unless an ingest token is set)
 * errors: :class:`ErrorResponse` (400 validation, 415 content type, 422 unscorable input)
 """
 
@@ -23,7 +25,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from features.contract import MAX_COUNT, MAX_DURATION_MIN, MAX_MONEY, EventType
+from features.contract import (
+    MAX_COUNT,
+    MAX_DURATION_MIN,
+    MAX_MONEY,
+    Category,
+    EventType,
+    Platform,
+    SessionType,
+)
 from features.plan import MAX_YEAR, MIN_YEAR, SessionPlan, example_plan
 
 MAX_PLANS = 1000
@@ -38,6 +48,10 @@ plan's product lines (at least 1). A search's cost and its response grow with bo
 candidates of a 5,000-SKU plan took 29 s and answered 11 MB before this bound."""
 MAX_EVENTS = 50_000
 """Fan events per segment request (a few thousand fans)."""
+MAX_INGEST_SESSIONS = 1000
+"""Finished sessions per ``/v1/sessions`` request."""
+MAX_INGEST_PRODUCTS = 50_000
+"""Product rows per ``/v1/sessions`` request."""
 
 Target = Literal["viewers", "orders", "gmv"]
 Family = Literal["topic", "slot", "mix", "promo", "warmup", "room"]
@@ -161,6 +175,43 @@ SEGMENT_EXAMPLE: dict[str, Any] = {
     ],
     "cutoff": "2026-06-20T00:00:00+08:00",
 }  # fmt: skip
+INGEST_EXAMPLE: dict[str, Any] = {
+    "sessions": [
+        {
+            "session_id": "room-000-260108-2000",
+            "room_id": "room-000",
+            "platform": "douyin",
+            "host_id": "room-000-h0",
+            "start_time": "2026-01-08T20:00:00+08:00",
+            "planned_duration_min": 180,
+            "session_type": "daily",
+            "title": "美妆 今日好物 秒杀 福袋",
+            "followers_at_start": 940000,
+            "warmup_videos": 3,
+            "paid_promo_budget": 5000,
+            "lottery_count": 4,
+            "flash_sale_rounds": 2,
+            "coupon_value": 20,
+            "discount_depth": 0.3,
+            "actual_duration_min": 185,
+            "viewers": 186000,
+            "peak_concurrent": 5200,
+            "orders": 4300,
+            "buyers": 3900,
+            "gmv": 812000,
+            "avg_dwell_seconds": 140,
+            "new_followers": 2100,
+        }
+    ],
+    "products": [
+        {"session_id": "room-000-260108-2000", "sku_id": "sku-serum-30ml", "category": "beauty",
+         "list_price": 399, "live_price": 299, "stock": 2000, "units_sold": 1500, "gmv": 448500},
+        {"session_id": "room-000-260108-2000", "sku_id": "sku-mask-10", "category": "beauty",
+         "list_price": 129, "live_price": 99, "stock": 5000, "units_sold": 3200, "gmv": 316800},
+    ],
+    "replace": False,
+}  # fmt: skip
+"""A finished session of ``room-000`` (after the simulated data ends) with two SKU rows."""
 
 
 def _example(example: dict[str, Any]) -> ConfigDict:
@@ -216,6 +267,11 @@ class ModelInfo(BaseModel):
     trained_until: str | None = None
     versions: dict[str, str] = Field(
         default_factory=dict, description="Registered MLflow version per target, when known."
+    )
+    history_as_of: str | None = Field(
+        None,
+        description="Latest start_time (ISO 8601) of the room history the answer used: the "
+        "bundle's history plus the sessions ingested since (livecast ingest, POST /v1/sessions).",
     )
 
 
@@ -555,6 +611,102 @@ class SegmentResponse(BaseModel):
     cutoff: str
     fans: list[FanTier]
     model: ModelInfo
+
+
+# --------------------------------------------------------------------------- sessions (ingest)
+
+Id = Annotated[str, Field(min_length=1, max_length=200)]
+OptCount = Count | None
+OptMoney = Money | None
+
+
+class SessionRecord(BaseModel):
+    """One finished session: a ``sessions`` contract row with its outcomes (viewers, orders and
+    GMV required). Money in the room's currency, durations in minutes, dwell in seconds."""
+
+    model_config = _STRICT
+
+    session_id: Id
+    room_id: Id
+    platform: Platform
+    host_id: Id | None = Field(None, description="The host; default: the room id (unknown).")
+    start_time: PlausibleTime
+    planned_duration_min: (
+        Annotated[float, Field(gt=0, le=MAX_DURATION_MIN, allow_inf_nan=False)] | None
+    ) = None
+    session_type: SessionType = "daily"
+    title: str | None = Field(None, max_length=500)
+    followers_at_start: OptCount = None
+    warmup_videos: OptCount = None
+    community_pushes: OptCount = None
+    paid_promo_budget: OptMoney = None
+    lottery_count: OptCount = None
+    red_envelope_count: OptCount = None
+    flash_sale_rounds: OptCount = None
+    coupon_value: OptMoney = None
+    n_products: OptCount = None
+    discount_depth: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
+    actual_duration_min: (
+        Annotated[float, Field(ge=0, le=MAX_DURATION_MIN, allow_inf_nan=False)] | None
+    ) = None
+    viewers: Count = Field(description="Cumulative viewers (场观).")
+    peak_concurrent: OptCount = None
+    gmv: Money
+    orders: Count
+    buyers: OptCount = None
+    avg_dwell_seconds: Annotated[float, Field(ge=0, le=MAX_COUNT, allow_inf_nan=False)] | None = (
+        None
+    )
+    new_followers: OptCount = None
+
+
+class ProductRecord(BaseModel):
+    """One ``session_products`` contract row of a session in the same request."""
+
+    model_config = _STRICT
+
+    session_id: Id
+    sku_id: Id
+    category: Category
+    list_price: Annotated[float, Field(gt=0, le=MAX_MONEY, allow_inf_nan=False)]
+    live_price: Annotated[float, Field(gt=0, le=MAX_MONEY, allow_inf_nan=False)]
+    stock: OptCount = None
+    is_new_launch: bool = False
+    units_sold: OptCount = None
+    gmv: OptMoney = None
+
+
+class IngestRequest(BaseModel):
+    """Finished sessions (and their product rows) to add to the history the forecasts read."""
+
+    model_config = _example(INGEST_EXAMPLE)
+
+    sessions: list[SessionRecord] = Field(min_length=1, max_length=MAX_INGEST_SESSIONS)
+    products: list[ProductRecord] = Field(default_factory=list, max_length=MAX_INGEST_PRODUCTS)
+    replace: bool = Field(
+        False,
+        description="Overwrite sessions already stored with other values (default: such a "
+        "session is a 409 naming it, and nothing is added).",
+    )
+
+
+class IngestResponse(BaseModel):
+    """What an ingest did, and the history the service forecasts from now."""
+
+    model_config = _OUT
+
+    added: int = Field(description="Sessions new to the history store.")
+    unchanged: int = Field(description="Sessions already stored with the same content.")
+    replaced: int = Field(description="Sessions overwritten (replace=true).")
+    products_written: int = Field(
+        description="Product rows written with added or replaced sessions."
+    )
+    rejected: int = Field(0, description="Failing rows (always 0 here: a failure is a 4xx).")
+    warnings: int = Field(0, description="Rows kept whose values contradict each other.")
+    store_version: int = Field(description="The history store's version after the ingest.")
+    history_as_of: str | None = Field(
+        description="Latest start_time of the history the service now forecasts from."
+    )
 
 
 def _check_unique_ids(plans: list[SessionPlan]) -> None:

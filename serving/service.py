@@ -7,6 +7,8 @@ Endpoints (request / response models in :mod:`serving.schemas`):
 * ``POST /v1/suggest``   a base plan and a bounded search space -> the top-k variants
 * ``POST /v1/review``    a finished session and its outcomes -> forecast against actual
 * ``POST /v1/segment``   fan events -> tiers and probabilities (the batch run's function)
+* ``POST /v1/sessions``  finished sessions -> added to the history the forecasts read (changes
+  state: off unless ``LIVECAST_INGEST_TOKEN`` is set, then ``Authorization: Bearer <token>``)
 * ``GET /livez``, ``GET /readyz`` (ready once the models are loaded and warmed up),
   ``GET /metrics`` (Prometheus), ``GET /docs.json`` (OpenAPI), ``GET /`` the planner page.
 
@@ -21,30 +23,54 @@ The forecaster bundle is read from ``LIVECAST_SERVE_BUNDLE`` (a bundle folder, o
 folder holding ``champion.json``), else the settings' ``models_dir`` champion. Bad input is a
 4xx JSON error naming the field: BentoML returns pydantic errors as 400, the middleware below
 answers 415 for non-JSON bodies and 413 for oversized ones, and scoring errors are 422.
+
+Fresh history. The forecasts read the bundle's history plus the history store
+(:mod:`features.history_store`, folder ``LIVECAST_HISTORY_DIR``). A background task checks the
+store's manifest every ``LIVECAST_HISTORY_POLL_SECONDS`` (and at once after a
+``POST /v1/sessions``); on a new version it rebuilds the scorer's history state off the event
+loop, in a child process (:class:`serving.fastpath.HistoryBuilder`: the rebuild's pandas work
+would hold the GIL against the requests), and swaps it in with one attribute assignment
+(:meth:`serving.fastpath.PlanScorer.swap`): no restart, ``/readyz`` stays 200, and a request in
+flight finishes on the state it started with. An ingest runs in that child too. A store that
+cannot be read is logged and the service keeps the history it has.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import functools
 import gc
+import hmac
 import logging
 import os
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import bentoml
+import numpy as np
+import pandas as pd
 from _bentoml_sdk.io_models import IOMixin
 from pydantic import BaseModel, create_model
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.staticfiles import StaticFiles
 
+from features.history_store import (
+    BatchRejected,
+    HistoryStoreError,
+    load_store,
+    merge_history,
+    read_manifest,
+)
 from features.plan import SessionPlan
 from livecast.config import get_settings
-from serving.fastpath import PlanScorer
+from serving.fastpath import HistoryBuilder, HistoryState, PlanScorer, release_state
+from serving.monitor import BackgroundLog, ForecastLog
 from serving.offload import HEAVY, HEAVY_ROUTES, INLINE_BODY_BYTES, LIGHT, is_heavy
 from serving.schemas import (
     Actuals,
@@ -54,11 +80,15 @@ from serving.schemas import (
     FanEvent,
     ForecastRequest,
     ForecastResponse,
+    IngestRequest,
+    IngestResponse,
+    ProductRecord,
     ReviewRequest,
     ReviewResponse,
     SearchSpace,
     SegmentRequest,
     SegmentResponse,
+    SessionRecord,
     SuggestRequest,
     SuggestResponse,
     Variant,
@@ -74,6 +104,13 @@ TIER_BUNDLE_ENV = "LIVECAST_SERVE_TIER_BUNDLE"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_BODY_BYTES = 32 * 1024 * 1024
 JSON_TYPES = ("application/json",)
+INGEST_ROUTE = "/v1/sessions"
+"""The one route that changes state (off unless an ingest token is set)."""
+MAX_ERROR_ITEMS = 200
+"""Failing rows listed in a rejected ingest's 4xx body (the summary counts them all)."""
+BUILDER_IDLE_S = 600.0
+"""Seconds without a new history version after which the history builder's child process
+is stopped (it holds the bundle's history; the next version starts a new one in ~5 s)."""
 
 
 def bundle_dir() -> Path:
@@ -90,6 +127,33 @@ def _error(status: int, message: str, loc: list[str | int], kind: str) -> JSONRe
         {"error": message, "detail": [{"loc": loc, "msg": message, "type": kind}]},
         status_code=status,
     )
+
+
+def _ingest_denied(headers: dict[str, str]) -> JSONResponse | None:
+    """Why a ``POST /v1/sessions`` may not go on (403: no token is set, the endpoint is off;
+    401: no or a wrong ``Authorization: Bearer`` token), or None when it may. The token is
+    compared in constant time and never echoed or logged."""
+    token = get_settings().ingest_token
+    if token is None:
+        return _error(
+            403,
+            "ingesting sessions is off on this server: set LIVECAST_INGEST_TOKEN to turn "
+            "POST /v1/sessions on (read endpoints need no token)",
+            ["header", "authorization"],
+            "ingest_disabled",
+        )
+    scheme, _, given = headers.get("authorization", "").partition(" ")
+    expected = token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        resp = _error(
+            401,
+            "POST /v1/sessions needs the header 'Authorization: Bearer <ingest token>'",
+            ["header", "authorization"],
+            "unauthorized",
+        )
+        resp.headers["WWW-Authenticate"] = "Bearer"
+        return resp
+    return None
 
 
 async def _read_body(receive: Any, limit: int) -> list[dict[str, Any]] | None:
@@ -150,6 +214,11 @@ class GuardMiddleware:
             headers = {
                 k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
             }
+            if path == INGEST_ROUTE:  # before the body is read: no token, no work
+                denied = _ingest_denied(headers)
+                if denied is not None:
+                    await denied(scope, receive, send)
+                    return
             ctype = headers.get("content-type", "application/json").split(";")[0].strip().lower()
             if ctype not in JSON_TYPES:
                 resp = _error(
@@ -201,6 +270,12 @@ _EXTRA_ERRORS = {
     "429": "The worker is busy with other large requests (see Retry-After)",
     "503": "The model this endpoint needs is not loaded",
 }
+_INGEST_ERRORS = {
+    "401": "No or a wrong 'Authorization: Bearer <ingest token>' header",
+    "403": "Ingesting is off on this server (no ingest token is set)",
+    "409": "A session is already stored with other values (send replace=true to overwrite)",
+    "503": "The history store cannot be read",
+}
 
 
 @functools.cache
@@ -231,6 +306,9 @@ def openapi_document() -> dict[str, Any]:
         if path.startswith("/v1/") and "post" in item:
             for code, text in _EXTRA_ERRORS.items():
                 item["post"]["responses"][code] = {"description": text, "content": body}
+            if path == INGEST_ROUTE:
+                for code, text in _INGEST_ERRORS.items():
+                    item["post"]["responses"][code] = {"description": text, "content": body}
     return spec
 
 
@@ -302,6 +380,10 @@ class Livecast:
 
     bundle_path: Path = bundle_dir()
     tier_bundle_path: Path = tier_bundle_dir()
+    history_path: Path | None = None
+    """The history store folder; None: the settings' ``history_dir`` (read at start)."""
+    forecast_log_path: Path | None = None
+    """The watch's forecast log; None: the settings' ``forecast_log``."""
 
     def __init__(self) -> None:
         from training.bundle import load_bundle
@@ -310,10 +392,28 @@ class Livecast:
         settings = get_settings()
         t0 = time.perf_counter()
         bundle = load_bundle(self.bundle_path)
-        # several workers share the cores: one LightGBM thread per request
-        self.scorer = PlanScorer(bundle, tz=settings.timezone, num_threads=1)
-        self.scorer.warm_up()
         self.tz = settings.timezone
+        self.history_dir = Path(self.history_path or settings.history_dir)
+        self.history_poll_seconds = settings.history_poll_seconds
+        self._bundle_history = (bundle.history_sessions, bundle.history_products)
+        self._failed_store_version: int | None = None
+        history, store_version = self._startup_history()
+        # several workers share the cores: one LightGBM thread per request
+        self.scorer = PlanScorer(
+            bundle,
+            tz=settings.timezone,
+            num_threads=1,
+            history=history,
+            store_version=store_version,
+        )
+        self.scorer.warm_up()
+        # history rebuilds and ingests run one at a time, driven from their own thread (never
+        # the event loop, never the pools that score requests), built in a child process
+        self._history_pool = ThreadPoolExecutor(1, thread_name_prefix="livecast-history")
+        self._builder = HistoryBuilder(bundle.path, self.history_dir, self.tz)
+        self._history_watch: asyncio.Task[None] | None = None
+        # the watch on live accuracy: served forecasts and actuals, appended off the request
+        self.watch = BackgroundLog(ForecastLog(self.forecast_log_path or settings.forecast_log))
         self.tiers, self.tiers_error = _load_tiers(self.tier_bundle_path)
         if self.tiers is not None:  # warm up the fan-feature SQL and the booster
             segment_payload(self.tiers, [_WARM_UP_EVENT], None, tz=self.tz)
@@ -328,16 +428,169 @@ class Livecast:
     async def __is_ready__(self) -> bool:  # async: answered on the loop, no thread hop
         return getattr(self, "_ready", False)
 
+    # ------------------------------------------------------------------ fresh history
+
+    def _startup_history(self) -> tuple[tuple[Any, Any] | None, int]:
+        """The bundle's history merged with the store's current version, and that version
+        (None and 0: the bundle's history alone, when the store is empty or unreadable)."""
+        try:
+            store = load_store(self.history_dir, tz=self.tz)
+        except (HistoryStoreError, ValueError, OSError) as exc:
+            logger.warning(
+                "history store %s not read, serving the bundle's history: %s",
+                self.history_dir,
+                exc,
+            )
+            return None, 0
+        if store.manifest is None:
+            return None, 0
+        merged = merge_history(*self._bundle_history, store.sessions, store.products)
+        return merged, store.version
+
+    def _reload_history(self) -> HistoryState:
+        """On the history thread: when the store's manifest names another version than the
+        one served, rebuild the history state from the bundle's history and the store (in the
+        builder's child) and swap it in. Returns the state served afterwards. A store that
+        cannot be read is logged (once per version) and the current state is kept."""
+        current = self.scorer.state
+        try:
+            manifest = read_manifest(self.history_dir)
+        except (HistoryStoreError, OSError) as exc:
+            if self._failed_store_version != -1:
+                logger.warning("history store manifest unreadable: %s", exc)
+            self._failed_store_version = -1
+            return current
+        version = manifest.version if manifest else 0
+        if version in (current.store_version, self._failed_store_version):
+            self._builder.close_if_idle(BUILDER_IDLE_S)
+            return current
+        t0 = time.perf_counter()
+        try:
+            state = self._builder.rebuild(self.scorer)
+        except (HistoryStoreError, ValueError, OSError, BrokenProcessPool) as exc:
+            logger.warning(
+                "history store version %d not loaded, keeping version %d: %s",
+                version,
+                current.store_version,
+                exc,
+            )
+            self._failed_store_version = version
+            return current
+        self._swap(state, t0)
+        return state
+
+    def _swap(self, state: HistoryState, t0: float) -> None:
+        """Serve ``state`` (on the history thread); the old state is emptied piecewise once
+        the requests holding it are done (a job queued on this thread)."""
+        old = self.scorer.state
+        self.scorer.swap(state)
+        self._history_pool.submit(release_state, old)
+        del old
+        self._failed_store_version = None
+        # the old state was freed by reference counting; keep the new one out of the cyclic
+        # collector's full passes like the first (see __init__); freezing costs no pass
+        gc.freeze()
+        logger.info(
+            "history store version %d swapped in (%d sessions, as of %s) in %.2f s",
+            state.store_version,
+            state.n_sessions,
+            state.history_as_of,
+            time.perf_counter() - t0,
+        )
+
+    async def _on_history_thread(self, fn: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._history_pool, fn)
+
+    async def _watch_history(self) -> None:
+        """Check the store every ``history_poll_seconds`` for the life of the worker."""
+        while True:
+            await asyncio.sleep(self.history_poll_seconds)
+            try:
+                await self._on_history_thread(self._reload_history)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let the watch die: log and check again next time
+                logger.exception("history store check failed")
+
+    @bentoml.on_startup
+    async def _start_history_watch(self) -> None:
+        self._history_watch = asyncio.create_task(self._watch_history())
+
+    @bentoml.on_shutdown
+    async def _stop_history_watch(self) -> None:
+        if self._history_watch is not None:
+            self._history_watch.cancel()
+            self._history_watch = None
+        self._history_pool.shutdown(wait=False, cancel_futures=True)
+        self._builder.close()
+
+    @bentoml.api(route=INGEST_ROUTE, input_spec=_input(IngestRequest))
+    async def ingest_sessions(
+        self,
+        sessions: list[SessionRecord],
+        products: list[ProductRecord] | None = None,
+        replace: bool = False,
+    ) -> IngestResponse:
+        """Add finished sessions (and their product rows) to the history store, all or
+        nothing, and serve the new history at once (the token was checked by the guard)."""
+
+        def build() -> IngestResponse | JSONResponse:
+            frames = _ingest_frames(sessions, products or [])
+            t0 = time.perf_counter()
+            try:
+                result, state = self._builder.ingest(self.scorer, *frames, replace=replace)
+            except BatchRejected as err:
+                return _rejected(err)
+            except (ValueError, OSError, BrokenProcessPool) as exc:  # a damaged store
+                logger.warning("ingest failed, nothing was added: %s", exc)
+                return _error(
+                    503,
+                    "the history store cannot be written or read now; nothing was added",
+                    ["store"],
+                    "store_unavailable",
+                )
+            if state is not None:
+                self._swap(state, t0)
+            self.watch.actuals(frames[0])  # their outcomes, for the watch on live accuracy
+            state = self.scorer.state
+            return IngestResponse(
+                added=result.added,
+                unchanged=result.unchanged,
+                replaced=result.replaced,
+                products_written=result.products_written,
+                warnings=len(result.warnings),
+                store_version=result.version,
+                history_as_of=state.history_as_of,
+            )
+
+        return await self._on_history_thread(lambda: _as_response(build()))
+
+    def _log_served(
+        self, plans: list[SessionPlan], items: list[dict[str, Any]], model: dict[str, Any]
+    ) -> None:
+        """Queue the forecasts of plans that carry a ``session_id`` for the watch (a plan
+        without one cannot be paired with its outcome later)."""
+        rows = [
+            {**item, "start_time": plan.start_time}
+            for plan, item in zip(plans, items, strict=True)
+            if plan.session_id is not None
+        ]
+        if rows:
+            self.watch.forecasts(rows, model=str(model.get("train_id") or model.get("bundle")))
+
     @bentoml.api(route="/v1/forecast", input_spec=_input(ForecastRequest))
     async def forecast(self, plans: list[SessionPlan], drivers: bool = True) -> ForecastResponse:
         """Forecast one or more draft plans (P10 / P50 / P90, conversion, AOV, drivers)."""
 
         def build() -> ForecastResponse | JSONResponse:
+            scorer = self.scorer.pinned()  # one history state for the whole answer
             try:
-                items = self.scorer.score(plans, drivers=drivers)
+                items = scorer.score(plans, drivers=drivers)
             except ValueError as exc:
                 return _unscorable(exc)
-            return ForecastResponse(forecasts=items, model=self.scorer.model_info)
+            self._log_served(plans, items, scorer.model_info)
+            return ForecastResponse(forecasts=items, model=scorer.model_info)
 
         return await _answer(build)
 
@@ -349,7 +602,7 @@ class Livecast:
 
         def build() -> CompareResponse | JSONResponse:
             try:
-                return compare_payload(self.scorer, base, variants, drivers=drivers)
+                return compare_payload(self.scorer.pinned(), base, variants, drivers=drivers)
             except ValueError as exc:
                 return _unscorable(exc)
 
@@ -369,7 +622,12 @@ class Livecast:
         def build() -> SuggestResponse | JSONResponse:
             try:
                 return suggest_payload(
-                    self.scorer, base, space, objective=objective, top_k=top_k, drivers=drivers
+                    self.scorer.pinned(),
+                    base,
+                    space,
+                    objective=objective,
+                    top_k=top_k,
+                    drivers=drivers,
                 )
             except ValueError as exc:
                 return _unscorable(exc)
@@ -382,9 +640,15 @@ class Livecast:
 
         def build() -> ReviewResponse | JSONResponse:
             try:
-                return review_payload(self.scorer, plan, actual)
+                answer = review_payload(self.scorer.pinned(), plan, actual)
             except ValueError as exc:
                 return _unscorable(exc)
+            if plan.session_id is not None:  # the session's outcomes, for the watch
+                self._log_served([plan], [answer.forecast.model_dump()], answer.model.model_dump())
+                self.watch.actuals(
+                    pd.DataFrame([{"session_id": plan.session_id, **actual.model_dump()}])
+                )
+            return answer
 
         return await _answer(build)
 
@@ -405,6 +669,42 @@ class Livecast:
                 return _unscorable(exc)
 
         return await _answer(build)
+
+
+def _ingest_frames(sessions: list[SessionRecord], products: list[ProductRecord]) -> tuple[Any, Any]:
+    """A request's sessions and product rows as raw contract frames (row = list position;
+    an unstated host is the room id, the contract's convention)."""
+    import pandas as pd
+
+    frame = pd.DataFrame([r.model_dump() for r in sessions])
+    frame["host_id"] = frame["host_id"].where(frame["host_id"].notna(), frame["room_id"])
+    frame["start_time"] = pd.to_datetime(frame["start_time"], utc=True)
+    rows = pd.DataFrame([r.model_dump() for r in products]) if products else None
+    return frame, rows
+
+
+def _rejected(err: BatchRejected) -> JSONResponse:
+    """A rejected batch as a 400 (contract failures) or 409 (stored with other values) naming
+    each failing row and field: ``loc`` is ``["body", "sessions" | "products", row, column]``."""
+    items: list[dict[str, Any]] = []
+    for table_error in err.errors:
+        key = "sessions" if table_error.table == "sessions" else "products"
+        for row in table_error.failures.itertuples(index=False):
+            loc: list[str | int] = ["body", key]
+            if isinstance(row.row, int | np.integer):
+                loc.append(int(row.row))
+            loc.append(str(row.column))
+            msg = str(row.check) if row.value is None else f"{row.check} (got {row.value!r})"
+            items.append(
+                {"loc": loc, "msg": msg, "type": "conflict" if err.conflict else "contract"}
+            )
+    n = len(items)
+    what = "already stored with other values" if err.conflict else "failing the data contract"
+    message = f"{n} row/field failure{'s' if n != 1 else ''} {what}; nothing was added"
+    return JSONResponse(
+        {"error": message, "detail": items[:MAX_ERROR_ITEMS]},
+        status_code=409 if err.conflict else 400,
+    )
 
 
 _WARM_UP_EVENT = FanEvent(

@@ -145,11 +145,48 @@ def service_app(models: ServiceModels) -> Any:
         # the class reads its bundle paths at import: point it at the test bundles
         Livecast.inner.bundle_path = models.bundle
         Livecast.inner.tier_bundle_path = models.tiers
+        # and an empty history store of its own, never the project's models/history
+        Livecast.inner.history_path = models.root / "history"
+        Livecast.inner.forecast_log_path = models.root / "forecasts.db"
         _APP["app"] = Livecast.to_asgi()
     return _APP["app"]
 
 
 _APP: dict[str, Any] = {}
+
+TEST_INGEST_TOKEN = "test-ingest-token-0123456789"
+"""An ingest token for in-process service tests (``LIVECAST_INGEST_TOKEN``)."""
+
+
+@contextmanager
+def ingest_enabled(history: Path, token: str | None = TEST_INGEST_TOKEN) -> Iterator[None]:
+    """Serve the in-process app with ``history`` as its history store and ``token`` as its
+    ingest token (None: ingest off), for the services started inside the block (the service
+    reads its store folder when it starts, the token at each request); restored afterwards.
+    Build the app (:func:`service_app`) before entering: its first build sets the default."""
+    import pytest
+
+    from livecast.config import get_settings
+    from serving.service import Livecast
+
+    before = Livecast.inner.history_path
+    with pytest.MonkeyPatch.context() as mp:
+        if token is None:
+            mp.delenv("LIVECAST_INGEST_TOKEN", raising=False)
+        else:
+            mp.setenv("LIVECAST_INGEST_TOKEN", token)
+        get_settings.cache_clear()
+        Livecast.inner.history_path = history
+        try:
+            yield
+        finally:
+            Livecast.inner.history_path = before
+    get_settings.cache_clear()
+
+
+def bearer(token: str = TEST_INGEST_TOKEN) -> dict[str, str]:
+    """The ``Authorization`` header of ``POST /v1/sessions``."""
+    return {"Authorization": f"Bearer {token}"}
 
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,16 +14,18 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
-from service_support import service_app
+from service_support import bearer, ingest_enabled, service_app
 
 from serving.schemas import (
     COMPARE_EXAMPLE,
     FORECAST_EXAMPLE,
+    INGEST_EXAMPLE,
     REVIEW_EXAMPLE,
     SEGMENT_EXAMPLE,
     SUGGEST_EXAMPLE,
     CompareRequest,
     ForecastRequest,
+    IngestRequest,
     ReviewRequest,
     SegmentRequest,
     SuggestRequest,
@@ -35,14 +37,17 @@ REQUESTS: dict[str, tuple[type[BaseModel], dict[str, Any]]] = {
     "/v1/suggest": (SuggestRequest, SUGGEST_EXAMPLE),
     "/v1/review": (ReviewRequest, REVIEW_EXAMPLE),
     "/v1/segment": (SegmentRequest, SEGMENT_EXAMPLE),
+    "/v1/sessions": (IngestRequest, INGEST_EXAMPLE),
 }
 
 
 @pytest.fixture(scope="module")
-def client(service_models) -> Iterator[Any]:
+def client(service_models, tmp_path_factory) -> Iterator[Any]:
     from starlette.testclient import TestClient
 
-    with TestClient(service_app(service_models)) as c:
+    # /v1/sessions changes state: on with a token, into a history store of this module's own
+    app = service_app(service_models)
+    with ingest_enabled(tmp_path_factory.mktemp("docs-history")), TestClient(app) as c:
         yield c
 
 
@@ -100,7 +105,8 @@ def test_example_validates_and_is_answered_2xx(client, spec, path):
     model, _ = REQUESTS[path]
     example = _try_it_out_body(spec["paths"][path]["post"])
     model.model_validate(example)  # (a) a valid request, cross-field rules included
-    response = client.post(path, json=example)  # (b) what "Try it out" sends
+    headers = bearer() if path == "/v1/sessions" else {}  # (with the ingest token)
+    response = client.post(path, json=example, headers=headers)  # (b) what "Try it out" sends
     assert 200 <= response.status_code < 300, response.text[:1000]
     body = response.json()
     if path == "/v1/forecast":

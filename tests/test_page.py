@@ -284,6 +284,10 @@ def _check_forecast(run: PageRun, api: dict[str, Any], model: dict[str, Any]) ->
         assert f"×{d['multiplier']:.2f}" in run.text(f"drivers.{i}.multiplier", root)
     assert run.page.get_attribute("#model-info", "data-bundle") == model["bundle"]
     assert f"train {model['train_id']}" in run.page.inner_text("[data-testid='model-version']")
+    # how fresh the history is: the day the API reports
+    assert model["history_as_of"]
+    assert run.page.get_attribute("#model-info", "data-history-as-of") == model["history_as_of"]
+    assert f"history to {model['history_as_of'][:10]}" in run.page.inner_text("#model-info")
 
 
 # --------------------------------------------------------------------------- tests

@@ -316,6 +316,7 @@ function modelVersion(model) {
   const versions = Object.entries(model.versions || {});
   if (versions.length) parts.push(versions.map(([k, v]) => `${k} v${v}`).join(" · "));
   if (model.trained_until) parts.push(`data to ${String(model.trained_until).slice(0, 10)}`);
+  if (model.history_as_of) parts.push(`history to ${String(model.history_as_of).slice(0, 10)}`);
   return parts.join(" · ");
 }
 
@@ -323,11 +324,14 @@ function showModel(model) {
   if (!model) return;
   const versions = model.versions && Object.keys(model.versions).length
     ? " · " + Object.entries(model.versions).map(([k, v]) => `${k} v${v}`).join(", ") : "";
-  const text = `${model.name || "model"} · ${model.bundle}${versions}`;
+  // the champion's version, and how fresh the history it forecasts from is
+  const fresh = model.history_as_of ? ` · history to ${String(model.history_as_of).slice(0, 10)}` : "";
+  const text = `${model.name || "model"} · ${model.bundle}${versions}${fresh}`;
   const el = $("#model-info");
   el.textContent = "Model: " + text;
   el.dataset.bundle = model.bundle || "";
   el.dataset.trainId = model.train_id || "";
+  el.dataset.historyAsOf = model.history_as_of || "";
   el.title = model.trained_until ? `trained until ${model.trained_until}` : "";
 }
 

@@ -285,19 +285,6 @@ def _str_objects(values: np.ndarray) -> np.ndarray:
     return np.array([str(v) for v in values], dtype=object)
 
 
-def _codes_in(values: np.ndarray, uniques: np.ndarray) -> np.ndarray:
-    """Position of each of ``values`` in the distinct object array ``uniques`` (-1: absent).
-
-    One hash pass over both (``pd.factorize`` numbers the uniques first, in order)."""
-    k = len(uniques)
-    if len(values) == 0:
-        return np.zeros(0, dtype=np.int64)
-    codes = pd.factorize(np.concatenate([np.asarray(uniques, dtype=object), values]))[0][k:]
-    codes = codes.astype(np.int64, copy=False)
-    codes[codes >= k] = -1
-    return codes
-
-
 class _ProductKeys:
     """A product table's session and SKU ids as integer codes, each factorised once (as
     strings) and shared by the mix summary, the SKU list and the SKU history: product rows
@@ -409,10 +396,14 @@ def _finish_summary(cols: Columns) -> Columns:
 
 
 def _category_codes(category: np.ndarray | pd.Series) -> np.ndarray:
-    """Index into :data:`~features.contract.CATEGORIES` of each value as a string (-1: none);
-    each distinct value is looked up once."""
-    values = category if isinstance(category, pd.Series) else np.asarray(category, dtype=object)
-    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    """Index into :data:`~features.contract.CATEGORIES` of each value as a string (-1: none).
+    A table's column (a Series: millions of product rows) looks each distinct value up once;
+    a plan's lines (an array) are looked up one by one, which is cheaper for a few."""
+    if not isinstance(category, pd.Series):
+        return np.fromiter(
+            (_CATEGORY_CODE.get(str(c), -1) for c in category), np.int64, len(category)
+        )
+    codes, uniques = pd.factorize(category, use_na_sentinel=False)
     known = np.array([_CATEGORY_CODE.get(str(u), -1) for u in uniques], dtype=np.int64)
     return known[codes] if len(codes) else np.zeros(0, dtype=np.int64)
 
@@ -566,9 +557,11 @@ _KEYWORD_PATTERNS: dict[str, re.Pattern[str]] = {
 def topic_columns(session_type: np.ndarray, title: np.ndarray) -> Columns:
     """``topic__session_type``, one 0/1 flag per :data:`TITLE_KEYWORDS` entry, title length
     (characters). A missing title (``""``) has no flags and length 0."""
-    # each distinct title is read once (titles repeat: templates, daily shows)
-    which, distinct = pd.factorize(np.asarray(title, dtype=object), use_na_sentinel=False)
-    titles = [str(t) for t in distinct]
+    # each distinct title is read once (titles repeat: templates, daily shows); a dict, as
+    # cheap as a factorisation for a million titles and much cheaper for one plan's
+    first: dict[str, int] = {}
+    which = np.fromiter((first.setdefault(str(t), len(first)) for t in title), np.int64, len(title))
+    titles = list(first)
     cols: Columns = {"topic__session_type": session_type}
     for flag, pattern in _KEYWORD_PATTERNS.items():
         flags = np.fromiter((pattern.search(t) is not None for t in titles), float, len(titles))
@@ -744,6 +737,9 @@ _LOOKUP_BLOCK = 1 << 20
 """Queries an :class:`AsOfTable` answers at a time (each query's answer is its own)."""
 _KEY_LIMIT = 1 << 62
 """Combined integer keys stay below this (int64 without overflow)."""
+_FEW_QUERIES = 16
+"""Up to this many queries (a plan or two) an :class:`AsOfTable` answers one by one in Python:
+the same hash probes and binary searches, without the fixed cost of a dozen array operations."""
 
 
 def _sorted_unique(values: np.ndarray) -> np.ndarray:
@@ -776,6 +772,20 @@ def _search(
     return found
 
 
+@dataclass(frozen=True)
+class Gathered:
+    """An :class:`AsOfTable` query key column given as ``values[index]`` (``index``: positions
+    in ``values``; e.g. the room of each SKU row as its session's room): the table codes each
+    of ``values`` once."""
+
+    values: np.ndarray
+    index: np.ndarray
+
+
+QueryKey = np.ndarray | pd.Categorical | Gathered
+"""An :class:`AsOfTable` query key column: its values, a categorical, or :class:`Gathered`."""
+
+
 class AsOfTable:
     """Per-group as-of lookup over cumulative statistics, built once, queried many times.
 
@@ -788,7 +798,10 @@ class AsOfTable:
 
     Vectorised, without Python work per row or per group: each key column is coded against the
     table's distinct values, the codes and the start time's rank among the table's times make
-    one integer key, and a query is one binary search over the table's sorted keys.
+    one integer key, and a query is one binary search over the table's sorted keys. Everything
+    built from the table is built once (the hash index of a key column's values on first use),
+    so a lookup costs O(queries x log(table rows)): up to :data:`_FEW_QUERIES` queries are
+    answered one by one, a single plan's latency does not grow with the history.
     """
 
     def __init__(self, stats: pd.DataFrame, by: list[str], columns: list[str]) -> None:
@@ -884,9 +897,13 @@ class AsOfTable:
             group = np.where(found & (group >= 0), pos, -1)
         return group.astype(np.int64, copy=False)
 
-    def _query_coder(self, j: int, values: object) -> Callable[[slice], np.ndarray]:
+    def _query_coder(self, j: int, values: QueryKey) -> Callable[[slice], np.ndarray]:
         """The codes of a query key column, by slices of its rows. A categorical column's
-        categories are coded once (a missing value reads as the string "nan")."""
+        categories (a missing value reads as the string "nan") and a :class:`Gathered`
+        column's values are coded once."""
+        if isinstance(values, Gathered):
+            lookup, index = self._query_codes(j, values.values), values.index
+            return lambda rows: lookup[index[rows]]
         if isinstance(values, pd.Categorical):
             cats = _object_array(values.categories)
             codes = values.codes
@@ -902,36 +919,87 @@ class AsOfTable:
         values = np.asarray(values)
         return lambda rows: self._query_codes(j, values[rows])
 
+    def _hash_index(self, j: int) -> pd.Index:
+        """A hash index of the distinct values of key column ``j``, built on first use and
+        kept: coding a query value then costs one hash probe, whatever the table's size."""
+        index = self._index[j]
+        if index is None:
+            uniques = self._uniques[j]
+            index = self._index[j] = pd.Index(uniques, dtype=uniques.dtype)
+        return index
+
     def _query_codes(self, j: int, values: np.ndarray) -> np.ndarray:
-        uniques = self._uniques[j]
+        """Codes of query values of key column ``j`` (-1: not in the table): O(len(values))."""
         values = np.asarray(values)
         if self._numeric[j]:
             values = values.astype(np.int64)
+        if len(values) <= _FEW_QUERIES:  # a plan or two: a probe each, no vectorised set-up
+            index = self._hash_index(j)
+            each = values.tolist() if self._numeric[j] else map(str, values.tolist())
+            return np.array([index.get_loc(v) if v in index else -1 for v in each], np.int64)
+        if self._numeric[j]:
+            uniques = self._uniques[j]
             pos = _search(uniques, values, repeats=True)
             found = pos < len(uniques)
             found[found] = uniques[pos[found]] == values[found]
             return np.where(found, pos, -1).astype(np.int64)
-        values = _str_objects(values)
-        if len(values) * 8 < len(uniques):
-            # a few queries (plans a service scores) against many keys (every SKU of the
-            # history): a hash index of the keys, built once, instead of hashing them all
-            if self._index[j] is None:
-                self._index[j] = pd.Index(uniques, dtype=object)
-            return self._index[j].get_indexer(values).astype(np.int64)
-        return _codes_in(values, uniques)
+        # an object Index as the target: pandas would otherwise infer (and cast to) strings
+        target = pd.Index(_str_objects(values), dtype=object)
+        return self._hash_index(j).get_indexer(target).astype(np.int64)
 
-    def lookup(self, keys: list[np.ndarray], t: np.ndarray) -> np.ndarray:
-        """Values (n x len(columns), float) for queries given as key arrays and ``_t``."""
+    def _answer(self, codes: list[np.ndarray], t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For queries given as key codes and ``_t`` (epoch ns): the positions of those that
+        have an earlier row in their group, and that row's values. Two binary searches."""
+        if len(t) <= _FEW_QUERIES:
+            return self._answer_each(codes, t)
+        start = self._group(codes) * (len(self._times) + 1)  # the group's first key (< 0: none)
+        # strictly earlier: the last key below (group, rank of the query's time among the
+        # table's times); it is of the query's group if it is not below the group's first key
+        pos = _search(self._key, start + _search(self._times, t, repeats=True)) - 1
+        found = np.flatnonzero((pos >= 0) & (self._key[pos] >= start))
+        return found, self._values[pos[found]]
+
+    def _answer_each(self, codes: list[np.ndarray], t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_answer` query by query in Python, the same searches one value at a time: a
+        plan or two pays no set-up of a dozen array operations (the service's latency)."""
+        span = len(self._times) + 1
+        found: list[int] = []
+        rows: list[int] = []
+        for i, (when, *key) in enumerate(
+            zip(t.tolist(), *(c.tolist() for c in codes), strict=True)
+        ):
+            group = key[0]
+            for code, uniques in zip(key[1:], self._uniques[1:], strict=True):
+                group = group * len(uniques) + code if group >= 0 and code >= 0 else -1
+            if group >= 0 and self._dense is not None:
+                dense = int(self._dense.searchsorted(group))
+                ok = dense < len(self._dense) and self._dense[dense] == group
+                group = dense if ok else -1
+            if group < 0:
+                continue
+            start = group * span
+            pos = int(self._key.searchsorted(start + int(self._times.searchsorted(when))))
+            if pos > 0 and self._key[pos - 1] >= start:
+                found.append(i)
+                rows.append(pos - 1)
+        return np.array(found, dtype=np.int64), self._values[rows]
+
+    def lookup(self, keys: list[QueryKey], t: np.ndarray) -> np.ndarray:
+        """Values (n x len(columns), float) for queries given as key columns and ``_t``."""
         t = np.asarray(t, dtype=np.int64)
         out = np.full((len(t), len(self.columns)), np.nan)
-        bounds = [(a, min(a + _LOOKUP_BLOCK, len(t))) for a in range(0, len(t), _LOOKUP_BLOCK)]
-        for rows, found, values in self.lookup_blocks(keys, lambda rows: t[rows], bounds):
-            out[rows.start + found] = values
+        if len(self._key) == 0:
+            return out
+        coders = [self._query_coder(j, k) for j, k in enumerate(keys)]
+        for start in range(0, len(t), _LOOKUP_BLOCK):
+            rows = slice(start, start + _LOOKUP_BLOCK)
+            found, values = self._answer([code(rows) for code in coders], t[rows])
+            out[start + found] = values
         return out
 
     def lookup_blocks(
         self,
-        keys: list[np.ndarray],
+        keys: list[QueryKey],
         times: Callable[[slice], np.ndarray],
         bounds: list[tuple[int, int]],
     ) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
@@ -943,16 +1011,8 @@ class AsOfTable:
         coders = [self._query_coder(j, k) for j, k in enumerate(keys)]
         for start, stop in bounds:
             rows = slice(start, stop)
-            group = self._group([code(rows) for code in coders])
             t = np.asarray(times(rows), dtype=np.int64)
-            # strictly earlier: the group's last row whose time ranks below the query's time
-            key = group * (len(self._times) + 1) + _search(self._times, t, repeats=True)
-            pos = _search(self._key, key) - 1
-            ok = (group >= 0) & (pos >= 0)
-            # the row found is of the query's group (else the group has no earlier row)
-            ok[ok] = self._key[pos[ok]] // (len(self._times) + 1) == group[ok]
-            found = np.flatnonzero(ok)
-            yield rows, found, self._values[pos[found]]
+            yield rows, *self._answer([code(rows) for code in coders], t)
 
     def frame(self, queries: pd.DataFrame) -> pd.DataFrame:
         """:meth:`lookup` for a frame holding the ``by`` columns and ``_t``."""
@@ -1452,27 +1512,20 @@ def sku_columns(inputs: SessionInputs, skus: SkuList, state: AsOfTable | None) -
     if state is None or len(skus.session) == 0:
         return cols
     s = skus.session
-    # the room of each SKU row as codes of the sessions' rooms (no per-row string work)
-    room, rooms = pd.factorize(np.asarray(inputs.room_id, dtype=object))
-    room_of_sku = pd.Categorical.from_codes(
-        room.astype(np.int32)[s], categories=_object_array(rooms)
-    )
+    # the room of each SKU row is its session's: coded once per session, no per-row strings
+    room_of_sku = Gathered(np.asarray(inputs.room_id, dtype=object), s)
     listed = np.bincount(s, minlength=n).astype(float)
     n_has, units, logs = np.zeros(n), np.zeros(n), np.zeros(n)
     blocks = state.lookup_blocks(
         [room_of_sku, skus.sku_id], lambda rows: inputs.t[s[rows]], _session_blocks(s)
     )
     for rows, found, values in blocks:
-        # a session's SKU rows are all in one block: its sums are those of one bincount
-        block = np.full((rows.stop - rows.start, 3), np.nan)
-        block[found] = values
-        cn, cu, clg = block.T
-        has = ~np.isnan(cn)
-        safe = np.where(has, cn, 1.0)
-        at = s[rows]
-        n_has += np.bincount(at, weights=has.astype(float), minlength=n)
-        units += np.bincount(at, weights=np.where(has, cu / safe, 0.0), minlength=n)
-        logs += np.bincount(at, weights=np.where(has, clg / safe, 0.0), minlength=n)
+        # a session's SKU rows are all in one block: its sums are those of one bincount over
+        # the rows with a track record (appearances cn >= 1), in row order
+        at = s[rows][found]
+        n_has += np.bincount(at, minlength=n)
+        units += np.bincount(at, weights=values[:, 1] / values[:, 0], minlength=n)
+        logs += np.bincount(at, weights=values[:, 2] / values[:, 0], minlength=n)
     cols["room__sku_hist_units"] = np.where(listed > 0, units, np.nan)
     cols["room__sku_hist_log_units"] = np.where(n_has > 0, logs / np.maximum(n_has, 1.0), np.nan)
     cols["room__sku_hist_share"] = np.where(listed > 0, n_has / np.maximum(listed, 1.0), np.nan)

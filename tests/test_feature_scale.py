@@ -52,11 +52,13 @@ class ReferenceAsOf:
         return out
 
     def lookup_blocks(self, keys, times, bounds):
-        """:meth:`lookup` of each block, every row reported (missing: NaN values)."""
+        """:meth:`lookup` of each block, the rows with an earlier row reported."""
+        keys = [k.values[k.index] if isinstance(k, fs.Gathered) else np.asarray(k) for k in keys]
         for start, stop in bounds:
             rows = slice(start, stop)
-            out = self.lookup([np.asarray(k)[rows] for k in keys], times(rows))
-            yield rows, np.arange(stop - start), out
+            out = self.lookup([k[rows] for k in keys], times(rows))
+            found = np.flatnonzero(~np.isnan(out[:, 0]))
+            yield rows, found, out[found]
 
 
 def reference_topic_columns(session_type: np.ndarray, title: np.ndarray) -> fs.Columns:
@@ -160,6 +162,28 @@ def test_asof_lookup_equals_the_per_row_reference(seed):
         want = ReferenceAsOf(stats, by, ["a", "b"]).lookup(keys, t)
         np.testing.assert_array_equal(got, want)
         assert np.isfinite(got[:, 0]).any() and np.isnan(got[:, 0]).any()
+
+
+@pytest.mark.parametrize("key_limit", [fs._KEY_LIMIT, 500])  # 500: groups renumbered
+def test_asof_lookup_query_by_query_equals_the_reference(monkeypatch, key_limit):
+    """A plan or two (looked up query by query) and many queries (vectorised) read the same
+    rows, with the table's groups as they are or renumbered."""
+    monkeypatch.setattr(fs, "_KEY_LIMIT", key_limit)
+    rng = np.random.default_rng(9)
+    stats = _random_stats(rng, 400)
+    # some (room, band) groups absent: renumbered groups are not the mixed-radix ones
+    stats = stats[(stats["room_id"].str[1:].astype(int) + stats["band"]) % 3 != 0]
+    room, band, t = _queries(rng, 60)
+    assert len(t) > fs._FEW_QUERIES
+    for by, keys in ((["room_id"], [room]), (["room_id", "band"], [room, band])):
+        table = fs.AsOfTable(stats, by, ["a", "b"])
+        assert (table._dense is not None) == (key_limit == 500 and len(by) == 2)
+        want = ReferenceAsOf(stats, by, ["a", "b"]).lookup(keys, t)
+        np.testing.assert_array_equal(table.lookup(keys, t), want)
+        for i in range(len(t)):
+            one = table.lookup([k[i : i + 1] for k in keys], t[i : i + 1])
+            np.testing.assert_array_equal(one, want[i : i + 1])
+        assert np.isfinite(want[:, 0]).any() and np.isnan(want[:, 0]).any()
 
 
 def test_asof_lookup_with_categorical_and_non_string_keys():

@@ -30,9 +30,11 @@ Units: money in the room's currency, durations in minutes, dwell in seconds, day
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -169,15 +171,16 @@ def history_columns(columns: Iterable[object]) -> list[str]:
 
 
 def apply_vocab(
-    frame: pd.DataFrame, vocab: dict[str, tuple[str, ...]] = CATEGORICAL_VOCAB
+    frame: pd.DataFrame, vocab: dict[str, tuple[str, ...]] = CATEGORICAL_VOCAB, *, copy: bool = True
 ) -> pd.DataFrame:
     """Cast the vocabulary columns present in ``frame`` to ``category`` with exactly that vocab.
 
     Missing values stay missing. Raises :class:`UnknownCategoryError` when a value is outside the
     vocabulary (LightGBM would otherwise read it silently as missing), except in the
-    :data:`OPEN_VOCAB` columns, where it becomes missing. Returns a copy.
+    :data:`OPEN_VOCAB` columns, where it becomes missing. Returns a copy (``copy=False``: casts
+    the columns of ``frame`` itself, for a frame the caller has just built).
     """
-    out = frame.copy()
+    out = frame.copy() if copy else frame
     for col, allowed in vocab.items():
         if col not in out.columns:
             continue
@@ -255,17 +258,58 @@ class SessionInputs:
 
 @dataclass(frozen=True)
 class SkuList:
-    """The SKUs listed for the sessions: each SKU's session (position in the inputs) and id."""
+    """The SKUs listed for the sessions: each SKU's session (position in the inputs) and id
+    (an object array, or a :class:`pandas.Categorical` of the ids for big product tables)."""
 
     session: np.ndarray
-    sku_id: np.ndarray
+    sku_id: np.ndarray | pd.Categorical
 
 
 def _object_array(values: Iterable[object]) -> np.ndarray:
+    if isinstance(values, np.ndarray) and values.ndim == 1:
+        return values.astype(object, copy=True)
+    if isinstance(values, (pd.Series, pd.Index, pd.api.extensions.ExtensionArray)):
+        # the same elements as iterating, without a Python-level pass over Arrow strings
+        return np.array(values.to_numpy(dtype=object), dtype=object, copy=True)
     values = list(values)
     out = np.empty(len(values), dtype=object)
     out[:] = values
     return out
+
+
+def _str_objects(values: np.ndarray) -> np.ndarray:
+    """``values`` as an object array of ``str`` (``str(v)`` of each; no pass when they all are)."""
+    values = np.asarray(values, dtype=object)
+    if pd.api.types.infer_dtype(values, skipna=False) == "string":
+        return values
+    return np.array([str(v) for v in values], dtype=object)
+
+
+class _ProductKeys:
+    """A product table's session and SKU ids as integer codes, each factorised once (as
+    strings) and shared by the mix summary, the SKU list and the SKU history: product rows
+    outnumber sessions twenty to one, so string work per row is what a big table pays for."""
+
+    def __init__(self, products: pd.DataFrame) -> None:
+        self._products = products
+
+    @functools.cached_property
+    def session(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's session code (-1: missing) and the distinct session ids (object)."""
+        codes, ids = pd.factorize(self._products["session_id"].astype(str))
+        return codes.astype(np.int32 if len(ids) < 2**31 else np.int64), _object_array(ids)
+
+    @functools.cached_property
+    def sku(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's SKU code (-1: missing) and the distinct SKU ids (object)."""
+        codes, ids = pd.factorize(self._products["sku_id"].astype(str))
+        return codes.astype(np.int32 if len(ids) < 2**31 else np.int64), _object_array(ids)
+
+    def positions(self, session_ids: np.ndarray) -> np.ndarray:
+        """Each row's position in ``session_ids`` (distinct ids; -1: not there)."""
+        codes, ids = self.session
+        where = pd.Index(session_ids, dtype=object).get_indexer(ids)
+        return np.where(codes >= 0, where[codes] if len(ids) else codes, -1).astype(np.int64)
 
 
 def _titles(sessions: pd.DataFrame) -> np.ndarray:
@@ -303,13 +347,18 @@ def session_inputs(sessions: pd.DataFrame, tz: str = DEFAULT_TZ) -> SessionInput
     )
 
 
-def sku_list(products: pd.DataFrame | None, session_ids: np.ndarray) -> SkuList:
-    """The :class:`SkuList` of ``products`` rows whose session is in ``session_ids``."""
+def sku_list(
+    products: pd.DataFrame | None, session_ids: np.ndarray, *, keys: _ProductKeys | None = None
+) -> SkuList:
+    """The :class:`SkuList` of ``products`` rows whose session is in ``session_ids``
+    (``keys``: the table's :class:`_ProductKeys`, when already built)."""
     if products is None or len(products) == 0:
         return SkuList(np.zeros(0, dtype=np.int64), _object_array([]))
-    pos = pd.Index(session_ids).get_indexer(products["session_id"].astype(str))
+    keys = keys or _ProductKeys(products)
+    pos = keys.positions(session_ids)
     keep = pos >= 0
-    return SkuList(pos[keep].astype(np.int64), _object_array(products["sku_id"].astype(str)[keep]))
+    codes, ids = keys.sku
+    return SkuList(pos[keep], pd.Categorical.from_codes(codes[keep], categories=ids))
 
 
 # --------------------------------------------------------------------------- product mix
@@ -346,10 +395,23 @@ def _finish_summary(cols: Columns) -> Columns:
     return {c: cols[c] for c in SUMMARY_COLUMNS}
 
 
+def _category_codes(category: np.ndarray | pd.Series) -> np.ndarray:
+    """Index into :data:`~features.contract.CATEGORIES` of each value as a string (-1: none).
+    A table's column (a Series: millions of product rows) looks each distinct value up once;
+    a plan's lines (an array) are looked up one by one, which is cheaper for a few."""
+    if not isinstance(category, pd.Series):
+        return np.fromiter(
+            (_CATEGORY_CODE.get(str(c), -1) for c in category), np.int64, len(category)
+        )
+    codes, uniques = pd.factorize(category, use_na_sentinel=False)
+    known = np.array([_CATEGORY_CODE.get(str(u), -1) for u in uniques], dtype=np.int64)
+    return known[codes] if len(codes) else np.zeros(0, dtype=np.int64)
+
+
 def _sku_summary_raw(
     session: np.ndarray,
     n_sessions: int,
-    category: np.ndarray,
+    category: np.ndarray | pd.Series,
     live_price: np.ndarray,
     list_price: np.ndarray,
     stock: np.ndarray,
@@ -364,7 +426,7 @@ def _sku_summary_raw(
     ``mean_list_price`` (currency); ``mean_discount`` = mean of ``1 - live / list`` clipped to
     [0, 1]; ``new_launch_share``; ``total_stock`` (units, NaN if any SKU's stock is unknown).
     """
-    codes = np.fromiter((_CATEGORY_CODE.get(str(c), -1) for c in category), np.int64, len(category))
+    codes = _category_codes(category)
     if (codes < 0).any():
         raise UnknownCategoryError("category", set(np.asarray(category)[codes < 0]), CATEGORIES)
     n = np.bincount(session, minlength=n_sessions).astype(float)
@@ -398,16 +460,18 @@ def _sku_summary_raw(
     return cols
 
 
-def product_mix_summary(products: pd.DataFrame) -> pd.DataFrame:
+def product_mix_summary(
+    products: pd.DataFrame, *, keys: _ProductKeys | None = None
+) -> pd.DataFrame:
     """One row per session (index ``session_id``, columns :data:`SUMMARY_COLUMNS`) summarising
     its SKUs: counts, category and price-band shares, mean prices and discount, new-launch
     share, total stock, number of categories and the top category. Sessions without SKUs get
-    no row (their mix features are missing)."""
+    no row (their mix features are missing). ``keys``: the table's :class:`_ProductKeys`."""
     needed = {"session_id", "category", "list_price", "live_price"}
     if products is None or len(products) == 0 or not needed <= set(products.columns):
         return _empty_summary()
     p = products
-    session, ids = pd.factorize(p["session_id"].astype(str))
+    session, ids = (keys or _ProductKeys(products)).session
     stock = p["stock"].to_numpy(dtype=float) if "stock" in p.columns else np.full(len(p), np.nan)
     new = (
         p["is_new_launch"].fillna(False).to_numpy(dtype=float)
@@ -417,7 +481,7 @@ def product_mix_summary(products: pd.DataFrame) -> pd.DataFrame:
     raw = _sku_summary_raw(
         session.astype(np.int64),
         len(ids),
-        p["category"].astype(str).to_numpy(dtype=object),
+        p["category"].astype(str),
         p["live_price"].to_numpy(dtype=float),
         p["list_price"].to_numpy(dtype=float),
         stock,
@@ -493,13 +557,16 @@ _KEYWORD_PATTERNS: dict[str, re.Pattern[str]] = {
 def topic_columns(session_type: np.ndarray, title: np.ndarray) -> Columns:
     """``topic__session_type``, one 0/1 flag per :data:`TITLE_KEYWORDS` entry, title length
     (characters). A missing title (``""``) has no flags and length 0."""
-    titles = [str(t) for t in title]
+    # each distinct title is read once (titles repeat: templates, daily shows); a dict, as
+    # cheap as a factorisation for a million titles and much cheaper for one plan's
+    first: dict[str, int] = {}
+    which = np.fromiter((first.setdefault(str(t), len(first)) for t in title), np.int64, len(title))
+    titles = list(first)
     cols: Columns = {"topic__session_type": session_type}
     for flag, pattern in _KEYWORD_PATTERNS.items():
-        cols[f"topic__kw_{flag}"] = np.fromiter(
-            (pattern.search(t) is not None for t in titles), float, len(titles)
-        )
-    cols["topic__title_len"] = np.fromiter((len(t) for t in titles), float, len(titles))
+        flags = np.fromiter((pattern.search(t) is not None for t in titles), float, len(titles))
+        cols[f"topic__kw_{flag}"] = flags[which]
+    cols["topic__title_len"] = np.fromiter((len(t) for t in titles), float, len(titles))[which]
     return cols
 
 
@@ -666,6 +733,59 @@ def _trailing_mean(
     return pd.DataFrame(mean, index=values.index, columns=values.columns)
 
 
+_LOOKUP_BLOCK = 1 << 20
+"""Queries an :class:`AsOfTable` answers at a time (each query's answer is its own)."""
+_KEY_LIMIT = 1 << 62
+"""Combined integer keys stay below this (int64 without overflow)."""
+_FEW_QUERIES = 16
+"""Up to this many queries (a plan or two) an :class:`AsOfTable` answers one by one in Python:
+the same hash probes and binary searches, without the fixed cost of a dozen array operations."""
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """Distinct values, sorted (a sort, not numpy's hash-based ``unique``: fast at any size)."""
+    if len(values) == 0:
+        return values.copy()
+    s = np.sort(values)
+    keep = np.empty(len(s), dtype=bool)
+    keep[0] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return s[keep]
+
+
+def _search(
+    haystack: np.ndarray, needles: np.ndarray, side: str = "left", *, repeats: bool = False
+) -> np.ndarray:
+    """``np.searchsorted(haystack, needles, side)``, fast for millions of unsorted needles.
+
+    A binary search per needle into a big array misses the cache at every step (it grew faster
+    than the data): the needles are searched in sorted order. ``repeats``: few distinct
+    needles (e.g. start times of SKU rows), each searched once."""
+    if len(needles) <= 4096 or len(haystack) <= 4096:
+        return np.searchsorted(haystack, needles, side=side)
+    if repeats:
+        codes, distinct = pd.factorize(needles)
+        return _search(haystack, distinct, side)[codes]
+    order = np.argsort(needles)
+    found = np.empty(len(needles), dtype=np.int64)
+    found[order] = np.searchsorted(haystack, needles[order], side=side)
+    return found
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """An :class:`AsOfTable` query key column given as ``values[index]`` (``index``: positions
+    in ``values``; e.g. the room of each SKU row as its session's room): the table codes each
+    of ``values`` once."""
+
+    values: np.ndarray
+    index: np.ndarray
+
+
+QueryKey = np.ndarray | pd.Categorical | Gathered
+"""An :class:`AsOfTable` query key column: its values, a categorical, or :class:`Gathered`."""
+
+
 class AsOfTable:
     """Per-group as-of lookup over cumulative statistics, built once, queried many times.
 
@@ -673,46 +793,226 @@ class AsOfTable:
     ``by`` group with ``_t`` strictly earlier than the query's; missing when there is none.
     ``stats`` must hold cumulative / trailing values in time order within each group; of rows
     sharing a start time only the last (which includes all of them) is kept, so ties never see
-    each other. Non-numeric keys compare as strings.
+    each other. Non-numeric keys compare as strings (a :class:`pandas.Categorical` key column,
+    table or query, is read through its categories).
+
+    Vectorised, without Python work per row or per group: each key column is coded against the
+    table's distinct values, the codes and the start time's rank among the table's times make
+    one integer key, and a query is one binary search over the table's sorted keys. Everything
+    built from the table is built once (the hash index of a key column's values on first use),
+    so a lookup costs O(queries x log(table rows)): up to :data:`_FEW_QUERIES` queries are
+    answered one by one, a single plan's latency does not grow with the history.
     """
 
     def __init__(self, stats: pd.DataFrame, by: list[str], columns: list[str]) -> None:
-        right = stats.drop_duplicates([*by, "_t"], keep="last")[[*by, "_t", *columns]]
-        right = right.sort_values([*by, "_t"], kind="stable").reset_index(drop=True)
         self.by = list(by)
         self.columns = list(columns)
-        self._numeric = [pd.api.types.is_numeric_dtype(right[c]) for c in by]
-        self._t = right["_t"].to_numpy(dtype=np.int64)
-        self._values = right[self.columns].to_numpy(dtype=float)
-        keys = self._key_tuples([right[c].to_numpy() for c in by])
-        self._slices: dict[tuple, tuple[int, int]] = {}
-        for i, key in enumerate(keys):  # rows of a group are contiguous after the sort
-            start, _ = self._slices.get(key, (i, i))
-            self._slices[key] = (start, i + 1)
+        self._numeric: list[bool] = []
+        self._uniques: list[np.ndarray] = []
+        codes = []
+        for c in self.by:
+            col = stats[c]
+            numeric = not isinstance(col.dtype, pd.CategoricalDtype) and (
+                pd.api.types.is_numeric_dtype(col)
+            )
+            self._numeric.append(numeric)
+            if numeric:
+                values = col.to_numpy().astype(np.int64)
+                uniques = _sorted_unique(values)
+                code = _search(uniques, values, repeats=True)
+            else:
+                code, uniques = self._factorize(col)
+            self._uniques.append(uniques)
+            codes.append(code)
+        t = stats["_t"].to_numpy(dtype=np.int64)
+        self._times = _sorted_unique(t)
+        self._dense: np.ndarray | None = None  # distinct group codes, when they must be renumbered
+        self._index: list[pd.Index | None] = [None] * len(self.by)
+        group = self._group(codes)
+        if len(group) and (int(group.max()) + 1) * (len(self._times) + 1) >= _KEY_LIMIT:
+            self._dense = _sorted_unique(group)
+            group = _search(self._dense, group)
+        key = group * (len(self._times) + 1) + _search(self._times, t, repeats=True)
+        # sorted by (group, _t); of equal (group, _t) the last row in ``stats`` order is kept
+        order = np.argsort(key, kind="stable")
+        key = key[order]
+        last = np.ones(len(key), dtype=bool)
+        np.not_equal(key[1:], key[:-1], out=last[:-1])
+        keep = order[last]
+        self._key = key[last]
+        self._values = stats[self.columns].to_numpy(dtype=float)[keep]
 
-    def _key_tuples(self, arrays: list[np.ndarray]) -> list[tuple]:
-        cols = [
-            a.astype(np.int64).tolist() if num else [str(v) for v in a]
-            for a, num in zip(arrays, self._numeric, strict=True)
-        ]
-        return list(zip(*cols, strict=True))
+    @classmethod
+    def _presorted(
+        cls,
+        by: list[str],
+        columns: list[str],
+        uniques: list[np.ndarray],
+        times: np.ndarray,
+        key: np.ndarray,
+        values: np.ndarray,
+    ) -> AsOfTable:
+        """A table of string keys from rows already coded as :meth:`__init__` codes them:
+        ``uniques`` the distinct strings of each key column, ``key`` = the mixed-radix group of
+        each row ``* (len(times) + 1)`` + the rank of its time in the sorted distinct ``times``
+        (any superset of the rows' times), strictly increasing."""
+        self = cls.__new__(cls)
+        self.by, self.columns = list(by), list(columns)
+        self._numeric = [False] * len(self.by)
+        self._uniques = list(uniques)
+        self._times = times
+        self._dense = None
+        self._index = [None] * len(self.by)
+        self._key, self._values = key, values
+        return self
 
-    def lookup(self, keys: list[np.ndarray], t: np.ndarray) -> np.ndarray:
-        """Values (n x len(columns), float) for queries given as key arrays and ``_t``."""
+    @staticmethod
+    def _factorize(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """Codes of a non-numeric table column and its distinct values as strings."""
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            cats = _str_objects(_object_array(col.cat.categories))
+            code = col.cat.codes.to_numpy().astype(np.int64)
+            if (code < 0).any():  # a missing value reads as the string "nan"
+                cats = np.append(cats, np.array([str(np.nan)], dtype=object))
+                code = np.where(code < 0, len(cats) - 1, code)
+            remap, uniques = pd.factorize(cats)  # categories equal as strings: one code
+            return remap.astype(np.int64)[code], np.asarray(uniques, dtype=object)
+        code, uniques = pd.factorize(_str_objects(_object_array(col)))
+        return code.astype(np.int64), np.asarray(uniques, dtype=object)
+
+    def _group(self, codes: list[np.ndarray]) -> np.ndarray:
+        """One integer per row from the per-column codes (mixed radix; -1: a value not in the
+        table), renumbered as the table's groups were if they had to be."""
+        group = codes[0]
+        for j in range(1, len(codes)):
+            radix = len(self._uniques[j])
+            bad = (group < 0) | (codes[j] < 0)
+            if (int(group.max(initial=0)) + 1) * radix >= _KEY_LIMIT:
+                raise OverflowError("as-of keys: too many distinct key combinations")
+            group = np.where(bad, -1, group * radix + codes[j])
+        if self._dense is not None:
+            pos = _search(self._dense, group)
+            found = pos < len(self._dense)
+            found[found] = self._dense[pos[found]] == group[found]
+            group = np.where(found & (group >= 0), pos, -1)
+        return group.astype(np.int64, copy=False)
+
+    def _query_coder(self, j: int, values: QueryKey) -> Callable[[slice], np.ndarray]:
+        """The codes of a query key column, by slices of its rows. A categorical column's
+        categories (a missing value reads as the string "nan") and a :class:`Gathered`
+        column's values are coded once."""
+        if isinstance(values, Gathered):
+            lookup, index = self._query_codes(j, values.values), values.index
+            return lambda rows: lookup[index[rows]]
+        if isinstance(values, pd.Categorical):
+            cats = _object_array(values.categories)
+            codes = values.codes
+            uniques = self._uniques[j]
+            if not self._numeric[j] and len(cats) == len(uniques) and (cats == uniques).all():
+                # the table's own distinct values (the training path): codes as they are; a
+                # missing value reads as the string "nan", as elsewhere
+                nan = np.flatnonzero(uniques == str(np.nan))
+                lookup = np.append(np.arange(len(cats)), nan[0] if len(nan) else -1)
+            else:
+                lookup = self._query_codes(j, np.append(cats, np.array([np.nan], dtype=object)))
+            return lambda rows: lookup[np.where(codes[rows] < 0, len(cats), codes[rows])]
+        values = np.asarray(values)
+        return lambda rows: self._query_codes(j, values[rows])
+
+    def _hash_index(self, j: int) -> pd.Index:
+        """A hash index of the distinct values of key column ``j``, built on first use and
+        kept: coding a query value then costs one hash probe, whatever the table's size."""
+        index = self._index[j]
+        if index is None:
+            uniques = self._uniques[j]
+            index = self._index[j] = pd.Index(uniques, dtype=uniques.dtype)
+        return index
+
+    def _query_codes(self, j: int, values: np.ndarray) -> np.ndarray:
+        """Codes of query values of key column ``j`` (-1: not in the table): O(len(values))."""
+        values = np.asarray(values)
+        if self._numeric[j]:
+            values = values.astype(np.int64)
+        if len(values) <= _FEW_QUERIES:  # a plan or two: a probe each, no vectorised set-up
+            index = self._hash_index(j)
+            each = values.tolist() if self._numeric[j] else map(str, values.tolist())
+            return np.array([index.get_loc(v) if v in index else -1 for v in each], np.int64)
+        if self._numeric[j]:
+            uniques = self._uniques[j]
+            pos = _search(uniques, values, repeats=True)
+            found = pos < len(uniques)
+            found[found] = uniques[pos[found]] == values[found]
+            return np.where(found, pos, -1).astype(np.int64)
+        # an object Index as the target: pandas would otherwise infer (and cast to) strings
+        target = pd.Index(_str_objects(values), dtype=object)
+        return self._hash_index(j).get_indexer(target).astype(np.int64)
+
+    def _answer(self, codes: list[np.ndarray], t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For queries given as key codes and ``_t`` (epoch ns): the positions of those that
+        have an earlier row in their group, and that row's values. Two binary searches."""
+        if len(t) <= _FEW_QUERIES:
+            return self._answer_each(codes, t)
+        start = self._group(codes) * (len(self._times) + 1)  # the group's first key (< 0: none)
+        # strictly earlier: the last key below (group, rank of the query's time among the
+        # table's times); it is of the query's group if it is not below the group's first key
+        pos = _search(self._key, start + _search(self._times, t, repeats=True)) - 1
+        found = np.flatnonzero((pos >= 0) & (self._key[pos] >= start))
+        return found, self._values[pos[found]]
+
+    def _answer_each(self, codes: list[np.ndarray], t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_answer` query by query in Python, the same searches one value at a time: a
+        plan or two pays no set-up of a dozen array operations (the service's latency)."""
+        span = len(self._times) + 1
+        found: list[int] = []
+        rows: list[int] = []
+        for i, (when, *key) in enumerate(
+            zip(t.tolist(), *(c.tolist() for c in codes), strict=True)
+        ):
+            group = key[0]
+            for code, uniques in zip(key[1:], self._uniques[1:], strict=True):
+                group = group * len(uniques) + code if group >= 0 and code >= 0 else -1
+            if group >= 0 and self._dense is not None:
+                dense = int(self._dense.searchsorted(group))
+                ok = dense < len(self._dense) and self._dense[dense] == group
+                group = dense if ok else -1
+            if group < 0:
+                continue
+            start = group * span
+            pos = int(self._key.searchsorted(start + int(self._times.searchsorted(when))))
+            if pos > 0 and self._key[pos - 1] >= start:
+                found.append(i)
+                rows.append(pos - 1)
+        return np.array(found, dtype=np.int64), self._values[rows]
+
+    def lookup(self, keys: list[QueryKey], t: np.ndarray) -> np.ndarray:
+        """Values (n x len(columns), float) for queries given as key columns and ``_t``."""
         t = np.asarray(t, dtype=np.int64)
         out = np.full((len(t), len(self.columns)), np.nan)
-        groups: dict[tuple, list[int]] = {}
-        for i, key in enumerate(self._key_tuples([np.asarray(k) for k in keys])):
-            groups.setdefault(key, []).append(i)
-        for key, rows in groups.items():
-            span = self._slices.get(key)
-            if span is None:
-                continue
-            idx = np.asarray(rows)
-            pos = np.searchsorted(self._t[span[0] : span[1]], t[idx], side="left") - 1
-            ok = pos >= 0
-            out[idx[ok]] = self._values[span[0] + pos[ok]]
+        if len(self._key) == 0:
+            return out
+        coders = [self._query_coder(j, k) for j, k in enumerate(keys)]
+        for start in range(0, len(t), _LOOKUP_BLOCK):
+            rows = slice(start, start + _LOOKUP_BLOCK)
+            found, values = self._answer([code(rows) for code in coders], t[rows])
+            out[start + found] = values
         return out
+
+    def lookup_blocks(
+        self,
+        keys: list[QueryKey],
+        times: Callable[[slice], np.ndarray],
+        bounds: list[tuple[int, int]],
+    ) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+        """:meth:`lookup` block by block of query rows (``bounds``: (start, stop) pairs), each
+        block's ``_t`` from ``times(rows)``: per block the rows, the positions in it that have
+        an earlier row and their values. Small temporaries for millions of queries."""
+        if len(self._key) == 0:
+            return
+        coders = [self._query_coder(j, k) for j, k in enumerate(keys)]
+        for start, stop in bounds:
+            rows = slice(start, stop)
+            t = np.asarray(times(rows), dtype=np.int64)
+            yield rows, *self._answer([code(rows) for code in coders], t)
 
     def frame(self, queries: pd.DataFrame) -> pd.DataFrame:
         """:meth:`lookup` for a frame holding the ``by`` columns and ``_t``."""
@@ -845,7 +1145,7 @@ def _plan_stats(h: pd.DataFrame, host_code: dict[str, int]) -> pd.DataFrame:
     stats["prev_t"] = h["_t"].to_numpy(dtype=float)
     n_sessions = g.cumcount().to_numpy(dtype=float) + 1.0
     stats["n_sessions"] = n_sessions
-    stats["main_host_code"] = [float(host_code[m]) for m in _main_host(h)]
+    stats["main_host_code"] = np.array([host_code[m] for m in _main_host(h)], dtype=float)
     stats["followers_last"] = g["followers"].ffill().to_numpy()
     stats["festival_share"] = g["festival"].cumsum().to_numpy() / n_sessions
     stats["duration_median"] = (
@@ -1066,12 +1366,101 @@ def room_columns(
     return cols
 
 
-def sku_history(history: pd.DataFrame, history_products: pd.DataFrame) -> AsOfTable | None:
+def sku_history(
+    history: pd.DataFrame, history_products: pd.DataFrame, *, keys: _ProductKeys | None = None
+) -> AsOfTable | None:
     """The SKU track records :func:`sku_columns` reads: per (room, SKU) cumulative appearances
     ``cn``, units ``cu`` and log1p units ``clg`` as an as-of table; None when the history has
-    no ``units_sold`` column."""
+    no ``units_sold`` column. ``keys``: the product table's :class:`_ProductKeys`.
+
+    Products join their session by position (session ids are unique in a ``sessions`` table)
+    and rooms and SKUs are integer codes: no string merge or string group-by over the product
+    rows, which outnumber sessions twenty to one."""
     if history_products is None or "units_sold" not in history_products.columns:
         return None
+    ids = _object_array(history["session_id"].astype(str))
+    if not pd.Index(ids).is_unique:  # not a contract table: join as a merge would
+        return _sku_history_merge(history, history_products)
+    keys = keys or _ProductKeys(history_products)
+    pos = keys.positions(ids)
+    units = history_products["units_sold"].to_numpy(dtype=float, na_value=np.nan)
+    room, rooms = pd.factorize(history["room_id"].astype(str))
+    sku, skus = keys.sku
+    # a row without a session in the history, units, a room or a SKU id has no track record
+    known = (pos >= 0) & ~np.isnan(units) & (sku >= 0)
+    known[known] = room[pos[known]] >= 0
+    keep = np.flatnonzero(known)
+    session = pos[keep]
+    del known, pos
+    # rows in (room, sku, start) order: a sort of one integer key (start as its rank)
+    t = _epoch_ns(history["start_time"])
+    times = _sorted_unique(t)
+    radix = max(len(skus), 1)
+    span = len(times) + 1
+    key = room.astype(np.int64)[session]  # (room, sku) pair, then ... and the start's rank
+    key *= radix
+    key += sku[keep]
+    key *= span
+    key += np.searchsorted(times, t)[session]
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    units = units[keep]
+    units = units[order]
+    tied = len(key) > 1 and bool((key[1:] == key[:-1]).any())
+    overflow = (len(rooms) * radix + 1) * span >= _KEY_LIMIT
+    if not tied and not overflow:
+        # one row per (room, sku, start): the sums are the rows themselves, and the rows are
+        # already in the as-of table's order; running totals column by column (memory)
+        del keep, session, order
+        pair = key // span
+        cum = np.empty((len(key), 3))
+        first = np.ones(len(pair), dtype=bool)
+        np.not_equal(pair[1:], pair[:-1], out=first[1:])
+        starts = np.flatnonzero(first)
+        del first
+        run = np.diff(np.append(starts, len(pair)))
+        cum[:, 0] = np.arange(1, len(pair) + 1)
+        cum[:, 0] -= np.repeat(starts, run)  # appearances so far: position in the run + 1
+        del starts, run
+        cum[:, 1] = pd.Series(units).groupby(pair, sort=False).cumsum().to_numpy()
+        units = np.log1p(units, out=units)
+        cum[:, 2] = pd.Series(units).groupby(pair, sort=False).cumsum().to_numpy()
+        del pair, units
+        uniques = [_object_array(rooms), skus]
+        return AsOfTable._presorted(
+            ["room_id", "sku_id"], ["cn", "cu", "clg"], uniques, times, key, cum
+        )
+    # sessions of a room starting together: sum them first
+    hp = pd.DataFrame(
+        {
+            "room_id": room[session][order],
+            "sku_id": sku[keep][order],
+            "_t": t[session][order],
+            "units_sold": units,
+        }
+    )
+    hp["_log"] = np.log1p(units)
+    g = _sku_cumulative(hp)
+    g["room_id"] = pd.Categorical.from_codes(g["room_id"], categories=_object_array(rooms))
+    g["sku_id"] = pd.Categorical.from_codes(g["sku_id"], categories=skus)
+    return AsOfTable(g, ["room_id", "sku_id"], ["cn", "cu", "clg"])
+
+
+def _sku_cumulative(hp: pd.DataFrame) -> pd.DataFrame:
+    """Per (room, sku, start time) appearances and unit sums (rows in product order), then
+    their running totals per (room, sku) in time order."""
+    # one row per (room, sku, start time): sessions starting together never see each other
+    g = (
+        hp.groupby(["room_id", "sku_id", "_t"], sort=True)
+        .agg(n=("units_sold", "size"), u=("units_sold", "sum"), lg=("_log", "sum"))
+        .reset_index()
+    )
+    g[["cn", "cu", "clg"]] = g.groupby(["room_id", "sku_id"])[["n", "u", "lg"]].cumsum()
+    return g
+
+
+def _sku_history_merge(history: pd.DataFrame, history_products: pd.DataFrame) -> AsOfTable:
+    """:func:`sku_history` by a merge on session id (a history whose session ids repeat)."""
     hs = history[["session_id", "room_id", "start_time"]].assign(
         session_id=lambda d: d["session_id"].astype(str), room_id=lambda d: d["room_id"].astype(str)
     )
@@ -1081,14 +1470,7 @@ def sku_history(history: pd.DataFrame, history_products: pd.DataFrame) -> AsOfTa
     hp["sku_id"] = hp["sku_id"].astype(str)
     hp["_t"] = _epoch_ns(hp["start_time"])
     hp["_log"] = np.log1p(hp["units_sold"].astype(float))
-    # one row per (room, sku, start time): sessions starting together never see each other
-    g = (
-        hp.groupby(["room_id", "sku_id", "_t"], sort=True)
-        .agg(n=("units_sold", "size"), u=("units_sold", "sum"), lg=("_log", "sum"))
-        .reset_index()
-    )
-    g[["cn", "cu", "clg"]] = g.groupby(["room_id", "sku_id"])[["n", "u", "lg"]].cumsum()
-    return AsOfTable(g, ["room_id", "sku_id"], ["cn", "cu", "clg"])
+    return AsOfTable(_sku_cumulative(hp), ["room_id", "sku_id"], ["cn", "cu", "clg"])
 
 
 SKU_HISTORY_COLUMNS: tuple[str, ...] = (
@@ -1096,6 +1478,23 @@ SKU_HISTORY_COLUMNS: tuple[str, ...] = (
     "room__sku_hist_log_units",
     "room__sku_hist_share",
 )
+
+
+def _session_blocks(session: np.ndarray) -> list[tuple[int, int]]:
+    """Blocks of about :data:`_LOOKUP_BLOCK` SKU rows that never split a session's rows: cut
+    where the session changes, when each session's rows are together (a product table lists a
+    session's SKUs together); one block otherwise."""
+    n = len(session)
+    if n <= _LOOKUP_BLOCK:
+        return [(0, n)]
+    starts = np.flatnonzero(session[1:] != session[:-1]) + 1
+    if len(starts) == 0 or len(starts) + 1 != len(pd.unique(session)):  # rows of one session apart
+        return [(0, n)]
+    cuts = np.unique(starts[np.minimum(
+        np.searchsorted(starts, np.arange(_LOOKUP_BLOCK, n, _LOOKUP_BLOCK)), len(starts) - 1
+    )])  # fmt: skip
+    edges = [0, *cuts.tolist(), n]
+    return [(a, b) for a, b in itertools.pairwise(edges) if b > a]
 
 
 def sku_columns(inputs: SessionInputs, skus: SkuList, state: AsOfTable | None) -> Columns:
@@ -1113,13 +1512,20 @@ def sku_columns(inputs: SessionInputs, skus: SkuList, state: AsOfTable | None) -
     if state is None or len(skus.session) == 0:
         return cols
     s = skus.session
-    cn, cu, clg = state.lookup([inputs.room_id[s], skus.sku_id], inputs.t[s]).T
-    has = ~np.isnan(cn)
-    safe = np.where(has, cn, 1.0)
+    # the room of each SKU row is its session's: coded once per session, no per-row strings
+    room_of_sku = Gathered(np.asarray(inputs.room_id, dtype=object), s)
     listed = np.bincount(s, minlength=n).astype(float)
-    n_has = np.bincount(s, weights=has.astype(float), minlength=n)
-    units = np.bincount(s, weights=np.where(has, cu / safe, 0.0), minlength=n)
-    logs = np.bincount(s, weights=np.where(has, clg / safe, 0.0), minlength=n)
+    n_has, units, logs = np.zeros(n), np.zeros(n), np.zeros(n)
+    blocks = state.lookup_blocks(
+        [room_of_sku, skus.sku_id], lambda rows: inputs.t[s[rows]], _session_blocks(s)
+    )
+    for rows, found, values in blocks:
+        # a session's SKU rows are all in one block: its sums are those of one bincount over
+        # the rows with a track record (appearances cn >= 1), in row order
+        at = s[rows][found]
+        n_has += np.bincount(at, minlength=n)
+        units += np.bincount(at, weights=values[:, 1] / values[:, 0], minlength=n)
+        logs += np.bincount(at, weights=values[:, 2] / values[:, 0], minlength=n)
     cols["room__sku_hist_units"] = np.where(listed > 0, units, np.nan)
     cols["room__sku_hist_log_units"] = np.where(n_has > 0, logs / np.maximum(n_has, 1.0), np.nan)
     cols["room__sku_hist_share"] = np.where(listed > 0, n_has / np.maximum(listed, 1.0), np.nan)
@@ -1157,21 +1563,15 @@ def session_columns(
 
 def _frame(inputs: SessionInputs, start_time: pd.Series, cols: Columns) -> pd.DataFrame:
     """Keys plus feature columns as a frame: floats as float64, categoricals in their vocab."""
-    keys = pd.DataFrame(
-        {
-            "session_id": pd.Series(inputs.session_id, dtype=object).astype(str),
-            "room_id": pd.Series(inputs.room_id, dtype=object).astype(str),
-            "start_time": start_time.reset_index(drop=True),
-        }
-    )
-    features = pd.DataFrame(
-        {
-            c: v if c in CATEGORICAL_VOCAB or c in OPEN_VOCAB else v.astype("float64")
-            for c, v in cols.items()
-        },
-        index=keys.index,
-    )
-    return apply_vocab(pd.concat([keys, features], axis=1))
+    data: dict[str, object] = {
+        "session_id": pd.Series(inputs.session_id, dtype=object).astype(str),
+        "room_id": pd.Series(inputs.room_id, dtype=object).astype(str),
+        "start_time": start_time.reset_index(drop=True),
+    }
+    for c, v in cols.items():
+        data[c] = v if c in CATEGORICAL_VOCAB or c in OPEN_VOCAB else np.asarray(v, "float64")
+    # one frame, cast in place: no concatenated or vocabulary copy of every column
+    return apply_vocab(pd.DataFrame(data), copy=False)
 
 
 def build_session_features(
@@ -1188,14 +1588,15 @@ def build_session_features(
     """
     ordered = sessions.sort_values(["start_time", "session_id"], kind="stable")
     ordered = ordered.reset_index(drop=True)
-    summary = product_mix_summary(products)
+    keys = _ProductKeys(products)
+    summary = product_mix_summary(products, keys=keys)
     inputs = session_inputs(ordered, tz)
     cols = session_columns(
         inputs,
         summary_columns(summary, inputs.session_id),
         room_history(ordered, summary, tz),
-        sku_history(ordered, products),
-        sku_list(products, inputs.session_id),
+        sku_history(ordered, products, keys=keys),
+        sku_list(products, inputs.session_id, keys=keys),
     )
     return _frame(inputs, ordered["start_time"], cols)
 
@@ -1218,7 +1619,8 @@ def snapshot_session_features(
     """
     ordered = sessions.sort_values(["start_time", "session_id"], kind="stable")
     ordered = ordered.reset_index(drop=True)
-    summary = product_mix_summary(products)
+    keys = _ProductKeys(products)
+    summary = product_mix_summary(products, keys=keys)
     inputs = session_inputs(ordered, tz)
     context = plan_context(history_sessions, history_products, tz=tz)
     cols = session_columns(
@@ -1226,7 +1628,7 @@ def snapshot_session_features(
         summary_columns(summary, inputs.session_id),
         context.rooms,
         context.skus,
-        sku_list(products, inputs.session_id),
+        sku_list(products, inputs.session_id, keys=keys),
     )
     return _frame(inputs, ordered["start_time"], cols)
 
@@ -1255,10 +1657,11 @@ def plan_context(
         if history_products is not None and "session_id" in history_products.columns:
             keep = history_products["session_id"].isin(set(history_sessions["session_id"]))
             history_products = history_products[keep]
-    history_summary = product_mix_summary(history_products)
+    keys = _ProductKeys(history_products)
+    history_summary = product_mix_summary(history_products, keys=keys)
     return PlanContext(
         rooms=room_history(history_sessions, history_summary, tz),
-        skus=sku_history(history_sessions, history_products),
+        skus=sku_history(history_sessions, history_products, keys=keys),
         tz=tz,
     )
 

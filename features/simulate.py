@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.calendar import WINDOW_BEFORE, days_to_from, in_window
 from features.contract import CATEGORIES, DEFAULT_TZ, EVENT_TYPES, SESSION_TYPES, validate
@@ -206,6 +207,25 @@ def _choice_rows(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
 
 
 _STR_TYPES = {pa.large_string(): pd.StringDtype("pyarrow", na_value=np.nan)}
+
+
+def _as_arrow(codes: np.ndarray, names: np.ndarray | list[str]) -> pa.Array:
+    """Strings ``names[codes]`` as an Arrow ``large_string`` array."""
+    dictionary = pa.array([str(x) for x in names], type=pa.large_string())
+    arr = pa.DictionaryArray.from_arrays(pa.array(np.asarray(codes, dtype=np.int32)), dictionary)
+    return arr.cast(pa.large_string())
+
+
+def _join(left: pa.Array, right: pa.Array, *, prefix: str = "", sep: str = "") -> pa.Array:
+    """Element-wise ``prefix + left + sep + right`` of two Arrow string arrays."""
+
+    def text(value: str) -> pa.Scalar:
+        return pa.scalar(value, pa.large_string())
+
+    out = pc.binary_join_element_wise(left, right, text(sep))
+    if prefix:
+        out = pc.binary_join_element_wise(text(prefix), out, text(""))
+    return out
 
 
 def _as_str(codes: np.ndarray, names: np.ndarray | list[str]) -> pd.Series:
@@ -745,7 +765,7 @@ def simulate(
     products = pd.DataFrame(
         {
             "session_id": _as_str(p_sess, session_id),
-            "sku_id": prod["sku_id"],
+            "sku_id": pd.Series(prod["sku_id"].to_pandas(types_mapper=_STR_TYPES.get)),
             "category": np.array(CATEGORIES, dtype=object)[prod["category"]],
             "list_price": lst,
             "live_price": live,
@@ -755,6 +775,10 @@ def simulate(
             "gmv": gmv_k,
         }
     )
+    # the frame holds what is kept of the product rows: free the rest before validation
+    # (which copies the frame) so that the peak stays near a few copies of the output
+    del prod, p_sess, live, lst, disc_k, rel_price, weight, share, m_units, plan_units, stock
+    del capped, x_k, raw_units, units, gmv_k
     truth = pd.DataFrame(
         {
             "session_id": pd.Series(session_id, dtype="str"),
@@ -862,24 +886,28 @@ def _session_products(
     hero = np.concatenate([catalogue["hero"][glob], np.exp(rng.normal(0, 0.6, len(sess_new)))])
     is_new = np.concatenate([np.zeros(len(glob), bool), np.ones(len(sess_new), bool)])
     room_of = s_room[sess]
-    old_names = np.where(catalogue["is_main"][glob], "m", "x").astype(object) + catalogue["local"][
-        glob
-    ].astype(str).astype(object)
-    new_names = (
-        "n"
-        + np.char.zfill(np.arange(n)[sess_new].astype(str), 5).astype(object)
-        + "-"
-        + rows_new_j.astype(str).astype(object)
-    )
-    prefix = np.array([f"room-{i:03d}-" for i in range(len(rm["category"]))], dtype=object)
-    sku = prefix[room_of] + np.concatenate([old_names, new_names])
     d_k = np.clip(disc_plan[sess] + rng.normal(0, 0.06, len(sess)), 0.0, 0.85)
     live = np.maximum(0.9, np.round(list_price * (1 - d_k), 1))
     live = np.minimum(live, list_price)
     order = np.lexsort((np.arange(len(sess)), sess))
+    # SKU ids "room-007-m12" (catalogue), "room-007-n00042-1" (new launch: session, number),
+    # built by Arrow kernels: no Python string per product row
+    old_names = _join(
+        _as_arrow(np.where(catalogue["is_main"][glob], 0, 1), ["m", "x"]),
+        pc.cast(pa.array(catalogue["local"][glob]), pa.large_string()),
+    )
+    new_names = _join(
+        pc.utf8_lpad(pc.cast(pa.array(np.arange(n)[sess_new]), pa.large_string()), 5, "0"),
+        pc.cast(pa.array(rows_new_j), pa.large_string()),
+        prefix="n",
+        sep="-",
+    )
+    prefix = [f"room-{i:03d}-" for i in range(len(rm["category"]))]
+    names = pa.concat_arrays([old_names, new_names])
+    sku = _join(_as_arrow(room_of, prefix), names).take(pa.array(order))
     return {
         "session": sess[order],
-        "sku_id": sku[order],
+        "sku_id": sku,
         "category": category[order],
         "list_price": list_price[order],
         "live_price": live[order],

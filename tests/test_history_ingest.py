@@ -484,7 +484,8 @@ def test_state_built_elsewhere_loads_piecewise_and_is_released_piecewise(
     room = _room(small_dataset)
     hs.ingest(tmp_path, *_newer_sessions(small_dataset, room), tz=TZ)
     parts = fastpath.build_parts(str(bundle.path), str(tmp_path), TZ)
-    assert any(p[0] == "dict" for p in _walk(parts.context))  # split for real
+    # split for real: the context is taken apart into several pieces loaded one by one
+    assert sum(p[0] != "object" for p in _walk(parts.context)) > 5
     built = scorer.state_from_parts(pickle.loads(pickle.dumps(parts)))  # as from the child
     store = hs.load_store(tmp_path, tz=TZ)
     merged = hs.merge_history(
@@ -508,7 +509,6 @@ def test_state_built_elsewhere_loads_piecewise_and_is_released_piecewise(
     assert pinned.score(plans) == expected
     del pinned
     assert fastpath.release_state(built, timeout_s=5)
-    assert built.context.skus is not None and not built.context.skus._slices  # emptied
     assert scorer.score(plans) == expected  # the state served is untouched
 
 

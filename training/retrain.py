@@ -12,7 +12,6 @@ that loses to a spreadsheet baseline is refused by the gate.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from features.io import Dataset
-from training.bundle import BUNDLE_FILE, champion_info
+from training.bundle import BUNDLE_FILE, champion_info, read_bundle_meta
 from training.models import EXECUTION_SETTINGS, ForecastParams
 from training.promote import Decision, promote
 from training.train import TrainResult, train
@@ -69,12 +68,10 @@ def champion_trained_until(models_dir: Path) -> str | None:
     """``trained_until`` of the champion bundle in ``models_dir`` (None: no champion, or a
     bundle that does not say)."""
     info = champion_info(models_dir)
-    if info is None:
+    folder = Path(models_dir) / info["bundle"] if info is not None else None
+    if folder is None or not (folder / BUNDLE_FILE).is_file():
         return None
-    meta = Path(models_dir) / info["bundle"] / BUNDLE_FILE
-    if not meta.is_file():
-        return None
-    value = json.loads(meta.read_text()).get("trained_until")
+    value = read_bundle_meta(folder, ()).get("trained_until")
     return str(value) if value is not None else None
 
 

@@ -87,8 +87,8 @@ def _rules(window_days: int, core_min_spend: float | None, core_min_orders: int 
     return TierRules(window_days=window_days, **{k: v for k, v in given.items() if v is not None})
 
 
-def print_tier_metrics(metrics: dict[str, Any]) -> None:
-    """The backtest table and the quality bars."""
+def print_tier_metrics(metrics: dict[str, Any], per_cutoff: list[dict] | None = None) -> None:
+    """The backtest table, the quality bars and, given, the bars at every evaluation cutoff."""
     from training.tiers_backtest import bars, metrics_frame
 
     df = metrics_frame(metrics)[["method", "macro_f1", "log_loss", "dormant_auc", "n"]]
@@ -102,6 +102,15 @@ def print_tier_metrics(metrics: dict[str, Any]) -> None:
     for b in bars(metrics):
         bar_table.add_row(b["bar"], _cell(b["model"]), _cell(b["baseline"]), str(b["holds"]))
     _console().print(bar_table)
+    if per_cutoff:
+        cut_table = Table(
+            "cutoff", "bar", "model", "baseline", "holds", title="bars at every evaluation cutoff"
+        )
+        for b in per_cutoff:
+            cut_table.add_row(
+                b["cutoff"], b["bar"], _cell(b["model"]), _cell(b["baseline"]), str(b["holds"])
+            )
+        _console().print(cut_table)
 
 
 @segments_app.command("backtest")
@@ -119,7 +128,12 @@ def backtest(
 ) -> None:
     """Evaluate the tier model against persistence and RFM rules on later, held-out cutoffs."""
     from training.tiers import TierParams
-    from training.tiers_backtest import read_fan_events, run_tier_backtest, write_tier_report
+    from training.tiers_backtest import (
+        cutoff_bars,
+        read_fan_events,
+        run_tier_backtest,
+        write_tier_report,
+    )
 
     s = get_settings()
     ev = read_fan_events(events, tz=s.timezone)
@@ -133,7 +147,7 @@ def backtest(
         tz=s.timezone,
     )
     paths = write_tier_report(bt, out)
-    print_tier_metrics(bt.metrics)
+    print_tier_metrics(bt.metrics, cutoff_bars(bt))
     _console().print(f"report: {paths['report']}  metrics: {paths['metrics']}")
 
 
@@ -154,7 +168,7 @@ def train(
     s = get_settings()
     with _training_lock(wait):  # before the heavy imports: a busy machine fails at once
         from training.tiers import TierParams
-        from training.tiers_backtest import read_fan_events, train_tiers
+        from training.tiers_backtest import cutoff_bars, read_fan_events, train_tiers
 
         ev = read_fan_events(events, tz=s.timezone)
         result = train_tiers(
@@ -169,7 +183,7 @@ def train(
             step_days=step_days,
             tz=s.timezone,
         )
-    print_tier_metrics(result.backtest.metrics)
+    print_tier_metrics(result.backtest.metrics, cutoff_bars(result.backtest))
     _console().print(
         f"train id {result.train_id}: bundle {result.bundle_dir},"
         f" registered livecast-tiers v{result.version}"
@@ -215,7 +229,13 @@ def tier_step(events: Any, data_dir: Path, *, seed: int = 0, train_cutoffs: int 
     from serving.batch import segment
     from training.promote import promote as run_promote
     from training.tiers import TierParams
-    from training.tiers_backtest import TIER_GATE, data_end, reevaluator, train_tiers
+    from training.tiers_backtest import (
+        TIER_GATE,
+        cutoff_bars,
+        data_end,
+        reevaluator,
+        train_tiers,
+    )
 
     s = get_settings()
     result = train_tiers(
@@ -227,7 +247,7 @@ def tier_step(events: Any, data_dir: Path, *, seed: int = 0, train_cutoffs: int 
         train_cutoffs=train_cutoffs,
         tz=s.timezone,
     )
-    print_tier_metrics(result.backtest.metrics)
+    print_tier_metrics(result.backtest.metrics, cutoff_bars(result.backtest))
     decision = run_promote(
         uri=s.mlflow_uri,
         models_dir=s.models_dir,

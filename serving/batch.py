@@ -72,6 +72,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from features.btyd import BTYD_INPUTS
 from features.contract import (
     DEFAULT_TZ,
     EVENT_TYPES,
@@ -181,22 +182,29 @@ def _score(model: TierModel, feats: pd.DataFrame | pa.Table, num_threads: int) -
     return score_fans(model, feats, num_threads=num_threads)
 
 
-def _feature_matrix(feats: pa.Table, columns: Iterable[str]) -> np.ndarray:
+def _arrow_column(feats: pa.Table, name: str) -> np.ndarray:
+    col = feats.column(name).cast(pa.float64())
+    if col.null_count:
+        col = pc.fill_null(col, np.nan)
+    return col.to_numpy()
+
+
+def _feature_matrix(feats: pa.Table, model: TierModel) -> np.ndarray:
     """The C-contiguous float64 model matrix of Arrow fan features (null -> NaN), built
-    column by column without pandas: the same values as ``TierModel.matrix`` of the frame."""
-    names = list(columns)
-    missing = [c for c in names if c not in feats.column_names]
+    column by column without pandas: the same values as ``TierModel.matrix`` of the frame
+    (derived columns, the buy-till-you-die ones, computed from their inputs the same way)."""
+    missing = [c for c in model.inputs() if c not in feats.column_names]
     if missing:
         raise ValueError(
             f"fan features lack column(s) {', '.join(missing)}"
             " (build them with features.fans.fan_features)"
         )
+    names = list(model.features)
+    inputs = {c: _arrow_column(feats, c) for c in BTYD_INPUTS if c in feats.column_names}
+    derived = model.derived(inputs) if inputs else {}
     X = np.empty((feats.num_rows, len(names)), dtype="float64")
     for j, name in enumerate(names):
-        col = feats.column(name).cast(pa.float64())
-        if col.null_count:
-            col = pc.fill_null(col, np.nan)
-        X[:, j] = col.to_numpy()
+        X[:, j] = derived[name] if name in derived else _arrow_column(feats, name)
     return X
 
 
@@ -210,7 +218,7 @@ def _score_arrow(model: TierModel, feats: pa.Table, num_threads: int) -> pa.Tabl
     Same probabilities and tiers as ``score_fans`` on the same features as a frame."""
     if "fan_id" not in feats.column_names:
         raise ValueError("fan features lack column fan_id")
-    X = _feature_matrix(feats, model.features)
+    X = _feature_matrix(feats, model)
     proba = model.predict_proba(X, num_threads=num_threads)
     codes = model.decide(proba).astype("int8")
     by_column = np.asfortranarray(proba)

@@ -90,6 +90,15 @@ def test_features_by_hand():
         "fan__watch_trend": 4 / 3,
         # 1 order in the last 30 days, none in days 30..89 (the older one is 102 days back)
         "fan__order_trend": 2.0,
+        # rhythm: orders 102 and 0.5 days back (day indices 101 and 0)
+        "fan__days_since_first_order": 102.0,
+        "fan__order_gap_mean": 101.5,
+        "fan__order_day_spread": np.std([101, 0], ddof=1),
+        "fan__order_gap_ratio": 0.5 / 101.5,
+        "fan__spend_trend": (100.5 + 1) / (0 / 2 + 1),
+        "fan__visit_gap_mean": 49.0,  # watches 61 and 12 days back
+        "fan__visit_gap_ratio": 12 / 49,
+        "fan__active_day_share_90d": 2 / 90,
     }
     for name, value in expected.items():
         assert x[name] == pytest.approx(value), name
@@ -100,6 +109,28 @@ def test_features_by_hand():
     assert np.isnan(y["fan__mean_order_value"]) and np.isnan(y["fan__refund_rate"])
     assert y["fan__orders_all"] == 0.0 and y["fan__events_all"] == 1.0
     assert y["fan__watch_trend"] == 1.0 and y["fan__order_trend"] == 1.0  # (0+1)/(0+1)
+
+
+def test_order_rhythm():
+    rows = [
+        _event("z", "2024-05-30 04:48", "order", amount=10.0),  # 1.8 days back: day 1
+        _event("z", "2024-05-30 12:00", "order", amount=5.0),  # 1.5 days back: day 1 again
+        _event("z", "2024-05-21 00:00", "order", amount=20.0),  # 11 days back: day 10
+        _event("z", "2024-05-01 00:00", "order", amount=7.0),  # 31 days back: day 30
+        _event("z", "2024-04-25 00:00", "watch", watch=60),  # a watch before the first order
+    ]
+    z = fan_features(_frame(rows), CUTOFF, tz=TZ).set_index("fan_id").loc["z"]
+    assert z["fan__orders_all"] == 4.0
+    assert z["fan__days_since_first_order"] == pytest.approx(31.0)
+    assert z["fan__order_gap_mean"] == pytest.approx((31.0 - 1.5) / 3)
+    assert z["fan__order_day_spread"] == pytest.approx(np.std([1, 1, 10, 30], ddof=1))
+    assert z["fan__order_gap_ratio"] == pytest.approx(1.5 / ((31.0 - 1.5) / 3))
+    assert z["fan__tenure_days"] == pytest.approx(37.0)  # the watch came first
+    assert np.isnan(z["fan__visit_gap_mean"]) and np.isnan(z["fan__visit_gap_ratio"])
+    # one order: no gap, no spread
+    one = fan_features(_frame(rows[3:]), CUTOFF, tz=TZ).set_index("fan_id").loc["z"]
+    for name in ("fan__order_gap_mean", "fan__order_day_spread", "fan__order_gap_ratio"):
+        assert np.isnan(one[name]), name
 
 
 def test_output_shape_and_types():

@@ -119,7 +119,7 @@ def test_scores_equal_the_booster_on_the_feature_frame(model, events, reference,
     events.to_parquet(path)
     out = _run(path, tmp_path / "out.parquet", model)
     feats = fan_features(events, CUTOFF)
-    X = feats[model.features].to_numpy(dtype="float64", na_value=np.nan)
+    X = model.matrix(feats)  # the fan features and the columns derived from them (BTYD)
     raw = np.asarray(model.booster.predict(X), dtype="float64")
     proba = raw / raw.sum(axis=1, keepdims=True)
     codes = np.argmax(proba * np.asarray(model.class_weights)[None, :], axis=1)

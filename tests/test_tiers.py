@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
+from features.btyd import BTYD_COLUMNS
 from features.fans import FEATURE_COLUMNS, TIERS, TierRules, fan_features
 from training.tiers import (
     PROBA_COLUMNS,
@@ -85,8 +86,29 @@ def test_p_dormant_rises_with_days_since_last_event(model, feats):
 
 def test_model_is_trained_with_weights_from_the_latest_cutoff(model):
     assert model.metadata["weights_cutoffs"] == [str(c) for c in CUTOFFS[-2:]]
-    assert model.features == list(FEATURE_COLUMNS)
+    assert model.features == [*FEATURE_COLUMNS, *BTYD_COLUMNS]
     assert 1 <= model.metadata["num_trees"] <= TierParams().max_rounds
+    # the buy-till-you-die models it scores with were fitted on its latest cutoff
+    assert model.btyd is not None and model.btyd.fitted_at == str(pd.Timestamp(CUTOFFS[-1]))
+    assert model.btyd.horizon_days == model.rules.window_days
+
+
+def test_btyd_columns_are_derived_from_their_inputs_at_scoring(model, feats):
+    """Scoring never trusts BTYD columns handed in: it derives them with the model's fit."""
+    stale = feats.assign(**{c: 123.0 for c in BTYD_COLUMNS})
+    pd.testing.assert_frame_equal(score_fans(model, stale), score_fans(model, feats))
+    derived = model.derived(feats)
+    buyer = feats["fan__orders_all"].to_numpy() >= 1
+    for name in BTYD_COLUMNS:
+        assert np.isnan(derived[name][~buyer]).all()  # the models describe buyers only
+        assert np.isfinite(derived[name][buyer]).all()
+    # more expected orders and a higher chance of being alive: a lower churn risk on average
+    out = score_fans(model, feats)
+    e = derived["fan__pnbd_expected_orders"]
+    hi, lo = buyer & (e > np.nanquantile(e, 0.8)), buyer & (e < np.nanquantile(e, 0.2))
+    assert out.loc[hi, "p_dormant"].mean() < out.loc[lo, "p_dormant"].mean() - 0.2
+    with pytest.raises(ValueError, match="fan__days_since_first_order"):
+        score_fans(model, feats.drop(columns=["fan__days_since_first_order"]))
 
 
 def test_macro_f1_codes_matches_sklearn():
@@ -119,6 +141,7 @@ def test_bundle_round_trip_and_tier_champion_pointer(model, feats, tmp_path):
     assert not [p for p in (tmp_path / "models").iterdir() if p.name.startswith(".")]
     loaded = load_tier_bundle(path)
     assert loaded.rules == model.rules and loaded.class_weights == model.class_weights
+    assert loaded.btyd == model.btyd and loaded.calibration == model.calibration
     pd.testing.assert_frame_equal(score_fans(loaded, feats), score_fans(model, feats))
     with pytest.raises(FileNotFoundError, match=r"no bundle\.json"):
         load_tier_bundle(tmp_path / "models")
@@ -151,13 +174,21 @@ def test_backtest_never_learns_from_labels_past_the_first_evaluation_cutoff(fan_
     first_eval = plan.evaluation[0]
     window = pd.Timedelta(days=backtest.rules.window_days)
     assert plan.train and all(c + window <= first_eval for c in plan.train)
-    assert [pd.Timestamp(c) for c in backtest.model.metadata["cutoffs"]] == plan.train
+    first_model = backtest.models[first_eval]
+    assert [pd.Timestamp(c) for c in first_model.metadata["cutoffs"]] == plan.train
+    # walk-forward: every evaluation cutoff's model learnt only labels complete by that cutoff
+    assert set(backtest.models) == set(plan.evaluation)
+    for c, m in backtest.models.items():
+        cuts = [pd.Timestamp(t) for t in m.metadata["cutoffs"]]
+        assert cuts == plan.train_for(c) and all(t + window <= c for t in cuts)
+    assert plan.train_for(plan.evaluation[-1])[-1] > plan.train[-1]  # the later one knows more
     # refit on events cut at the first evaluation cutoff: the very same model
     times = fan_events["event_time"].dt.tz_convert("Asia/Shanghai").dt.tz_localize(None)
     cut = fan_events[times < first_eval]
     again = fit_tier_model(cut, plan.train)
+    assert again.btyd == first_model.btyd is not None
     feats = fan_features(fan_events, SCORE_AT)
-    pd.testing.assert_frame_equal(score_fans(again, feats), score_fans(backtest.model, feats))
+    pd.testing.assert_frame_equal(score_fans(again, feats), score_fans(first_model, feats))
 
 
 def test_model_beats_persistence_and_rfm_on_small_simulated_fans(backtest):
@@ -174,17 +205,25 @@ def test_metrics_json_and_report(backtest, tmp_path):
 
     paths = write_tier_report(backtest, tmp_path / "r")
     metrics = json.loads(paths["metrics"].read_text())
+    by_cutoff = metrics.pop("by_cutoff")
     assert set(metrics) == set(METHODS)
     n = metrics["model"]["n"]
     assert n == len(backtest.predictions) > 0
     for method, vals in metrics.items():
-        assert set(vals) == {"macro_f1", "log_loss", "dormant_auc", "recall", "n"}
+        assert set(vals) == {"macro_f1", "log_loss", "ece", "dormant_auc", "recall", "n"}
         assert set(vals["recall"]) == set(TIERS) and vals["n"] == n
         assert 0 <= vals["macro_f1"] <= 1 and 0.5 < vals["dormant_auc"] <= 1
         assert (vals["log_loss"] is None) == (method != "model")
+        assert (vals["ece"] is None) == (method != "model")
+    assert all(0 <= e < 0.05 for e in metrics["model"]["ece"].values())
+    # per cutoff: every method at every evaluation cutoff, rows adding up to the pooled n
+    assert list(by_cutoff) == [f"{c:%Y-%m-%d}" for c in backtest.plan.evaluation]
+    assert all(set(v) == set(METHODS) for v in by_cutoff.values())
+    assert sum(v["model"]["n"] for v in by_cutoff.values()) == n
     report = paths["report"].read_text()
     assert "Confusion matrix: model" in report and "persistence" in report
-    assert paths["plot"].stat().st_size > 1000
+    assert "Bars at every evaluation cutoff" in report and "btyd" in report
+    assert paths["plot"].stat().st_size > 1000 and paths["reliability"].stat().st_size > 1000
     assert not [p for p in (tmp_path / "r").iterdir() if p.name.startswith(".")]
 
 
@@ -246,6 +285,8 @@ def test_cli_backtest_writes_metrics_and_rejects_bad_input(fan_events, tmp_path)
         "model",
         "persistence",
         "rfm_rules",
+        "btyd",
+        "by_cutoff",
     }
     assert "macro_f1" in res.output
     bad = fan_events.head(50).copy()
@@ -343,3 +384,23 @@ def test_cdnow_model_beats_persistence_and_rfm_rules():
     for base in ("persistence", "rfm_rules"):
         assert m["model"]["macro_f1"] > m[base]["macro_f1"], base
         assert m["model"]["dormant_auc"] > m[base]["dormant_auc"], base
+
+
+def test_calibration_undoes_overconfidence_and_keeps_calibrated_probabilities():
+    from training.tiers import Calibration, fit_calibration
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 1.2, (20_000, 4))
+    true = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    y = np.array([rng.choice(4, p=p) for p in true])
+    sharp = Calibration(0.5).apply(true)  # over-confident: log p doubled
+    fitted = fit_calibration(sharp, y)
+    assert fitted.temperature == pytest.approx(2.0, rel=0.1)
+    rows = np.arange(len(y))
+
+    def loss(p):
+        return -np.log(p[rows, y]).mean()
+
+    assert loss(fitted.apply(sharp)) < loss(sharp) - 0.05
+    assert abs(loss(fit_calibration(true, y).apply(true)) - loss(true)) < 0.002
+    assert Calibration.from_dict(fitted.to_dict()) == fitted

@@ -3,10 +3,11 @@
 Cutoffs. Every cutoff is a local midnight. The latest evaluation cutoff is the last one whose
 label window ``[C, C + window_days)`` is fully observed (it ends at the midnight before the last
 event); ``eval_cutoffs`` evaluation cutoffs go back from it ``window_days`` apart (their label
-windows do not overlap). The model is trained on up to ``train_cutoffs`` earlier cutoffs,
-``step_days`` apart, whose label windows end on or before the first evaluation cutoff (no label
-the model learns from reaches into the evaluation period) and which leave at least
-``min_history_days`` of history before them.
+windows do not overlap). The backtest walks forward: the model scored at an evaluation cutoff is
+trained on up to ``train_cutoffs`` earlier cutoffs, ``step_days`` apart, whose label windows end
+on or before that cutoff (no label it learns from reaches past the cutoff it is scored at) and
+which leave at least ``min_history_days`` of history before them: what a retrain at every cutoff
+would have had in production. Its decision rule is chosen on its own training cutoffs.
 
 Methods compared on the same evaluation rows (every fan with an event before the cutoff):
 
@@ -20,10 +21,17 @@ Methods compared on the same evaluation rows (every fan with an event before the
   the order amount, all history before the cutoff. Then core = R, F and M all >= 4; active =
   R >= 4 and F >= 3; potential = R >= 3; dormant otherwise. Dormancy score: days since the last
   event.
+* ``btyd``: the Pareto/NBD fitted by maximum likelihood on the orders before each
+  evaluation cutoff (:func:`btyd_rules`); dormancy score minus the expected number of order
+  days in the window.
 
-Metrics, pooled over the evaluation cutoffs: macro-F1 over the four tiers, multiclass log loss
+Metrics, pooled over the evaluation cutoffs and per cutoff (``by_cutoff`` in ``metrics.json``):
+macro-F1 over the four tiers, multiclass log loss and the expected calibration error per tier
 (model only: the baselines give no probabilities), the AUC of the dormancy score for "dormant in
 the next window", the recall of each tier and the number of rows.
+
+Bars, at every evaluation cutoff (:func:`cutoff_bars`): the model's macro-F1 at least
+persistence's + 0.02, and its dormancy AUC at least the Pareto/NBD's + 0.005.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix, f1_score, log_loss, recall_score, roc_auc_score
 
 from features.contract import DEFAULT_TZ
-from features.fans import TIERS, TierRules, connect, current_tiers
+from features.fans import TIERS, TierRules, assign_tiers, connect, current_tiers
 from training.promote import Gate
 from training.tiers import (
     TIER_CHAMPION_FILE,
@@ -54,7 +62,7 @@ from training.tiers import (
     tier_frame,
 )
 
-METHODS: tuple[str, ...] = ("model", "persistence", "rfm_rules")
+METHODS: tuple[str, ...] = ("model", "persistence", "rfm_rules", "btyd")
 TARGET = "tiers"
 """Registry target: the registered model is ``livecast-tiers``."""
 TIER_GATE = Gate(
@@ -77,9 +85,22 @@ Its champion pointer is ``models/tiers-champion.json``, beside the forecaster's.
 @dataclass(frozen=True)
 class CutoffPlan:
     train: list[pd.Timestamp]
+    """Training cutoffs of the first evaluation cutoff (label windows end by it)."""
     evaluation: list[pd.Timestamp]
     final: list[pd.Timestamp]
     """Cutoffs the final model is fitted on: the latest ones with a complete label window."""
+    walk: dict[pd.Timestamp, list[pd.Timestamp]] = field(default_factory=dict)
+    """Per evaluation cutoff, the training cutoffs of the model scored there: the latest ones
+    whose label windows end by that cutoff (walk-forward: what a monthly retrain would have)."""
+
+    def train_for(self, cutoff: pd.Timestamp) -> list[pd.Timestamp]:
+        return self.walk.get(pd.Timestamp(cutoff), self.train)
+
+    @property
+    def all_cutoffs(self) -> list[pd.Timestamp]:
+        """Every cutoff the backtest and the final fit read features at, sorted."""
+        walked = [c for cs in self.walk.values() for c in cs]
+        return sorted({*self.train, *walked, *self.evaluation, *self.final})
 
 
 def _event_span(events: pd.DataFrame, tz: str) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -126,11 +147,14 @@ def plan_cutoffs(
     earliest = first.tz_localize(None).normalize() + pd.Timedelta(days=min_hist)
     latest = last_end - pd.Timedelta(days=w)
     evaluation = [latest - pd.Timedelta(days=w * i) for i in range(eval_cutoffs)][::-1]
-    top = evaluation[0] - pd.Timedelta(days=w)
-    train = [top - pd.Timedelta(days=step_days * i) for i in range(train_cutoffs)]
-    train = [c for c in train if c >= earliest][::-1]
-    final = [latest - pd.Timedelta(days=step_days * i) for i in range(train_cutoffs)]
-    final = [c for c in final if c >= earliest][::-1]
+
+    def before(top: pd.Timestamp) -> list[pd.Timestamp]:
+        cuts = [top - pd.Timedelta(days=step_days * i) for i in range(train_cutoffs)]
+        return [c for c in cuts if c >= earliest][::-1]
+
+    walk = {e: before(e - pd.Timedelta(days=w)) for e in evaluation}
+    train = walk[evaluation[0]]
+    final = before(latest)
     if not train or evaluation[0] < earliest:
         need = min_hist + w * (eval_cutoffs + 1)
         raise ValueError(
@@ -138,7 +162,7 @@ def plan_cutoffs(
             f" {eval_cutoffs} evaluation cutoff(s) of {w}-day windows plus a training cutoff"
             f" (need about {need} days; use fewer --cutoffs or a shorter --window-days)"
         )
-    return CutoffPlan(train, evaluation, final)
+    return CutoffPlan(train, evaluation, final, walk)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -166,12 +190,70 @@ def rfm_rules(feats: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return codes, score
 
 
+def btyd_rules(feats: pd.DataFrame, rules: TierRules) -> tuple[np.ndarray, np.ndarray]:
+    """The buy-till-you-die baseline: (tier codes, dormancy score) for fan-feature rows that
+    carry :data:`~features.btyd.BTYD_COLUMNS` fitted at their own cutoff.
+
+    The Pareto/NBD fitted on the purchases before the cutoff gives each buyer's expected
+    number of orders in the window, ``E``. Dormancy score: ``-E`` (fans who never ordered
+    expect 0). Tiers: the rules applied to the expected window of a buyer, ``round(E)`` orders
+    spending that many times the fan's mean order value, with no watching or interaction.
+    """
+    expected = feats["fan__pnbd_expected_orders"].to_numpy(dtype="float64", na_value=0.0)
+    expected = np.nan_to_num(expected, nan=0.0)
+    orders = np.round(expected)
+    value = feats["fan__mean_order_value"].to_numpy(dtype="float64", na_value=0.0)
+    window = pd.DataFrame(
+        {
+            "orders": orders,
+            "spend": orders * np.nan_to_num(value, nan=0.0),
+            "watch_sessions": 0.0,
+            "active_days": 0.0,
+            "interactions": 0.0,
+        }
+    )
+    codes = assign_tiers(window, rules).cat.codes.to_numpy().astype("int8")
+    return codes, -expected
+
+
 # ----------------------------------------------------------------------------------------------
 # Metrics
 
 
+ECE_BINS = 10
+
+
+def reliability(proba: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> dict[str, list]:
+    """Per tier, one-vs-rest over ``bins`` equal-width bins of the tier's probability: the mean
+    probability, the observed share and the number of rows of every non-empty bin."""
+    out: dict[str, list] = {}
+    for k, tier in enumerate(TIERS):
+        p = proba[:, k]
+        idx = np.minimum((p * bins).astype(int), bins - 1)
+        n = np.bincount(idx, minlength=bins)
+        mean_p = np.bincount(idx, weights=p, minlength=bins)
+        hits = np.bincount(idx, weights=(y == k).astype(float), minlength=bins)
+        keep = n > 0
+        out[tier] = [
+            {"mean_p": float(mp / c), "observed": float(h / c), "n": int(c)}
+            for mp, h, c in zip(mean_p[keep], hits[keep], n[keep], strict=True)
+        ]
+    return out
+
+
+def expected_calibration_error(proba: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Per tier: the row-weighted mean gap between mean probability and observed share over the
+    bins of :func:`reliability` (0 = calibrated)."""
+    total = max(len(y), 1)
+    return {
+        tier: float(sum(b["n"] * abs(b["mean_p"] - b["observed"]) for b in bins) / total)
+        for tier, bins in reliability(proba, y).items()
+    }
+
+
 def tier_metrics(y: np.ndarray, pred: np.ndarray, dormant_score: np.ndarray, proba=None) -> dict:
-    """macro_f1, log_loss (None without probabilities), dormant_auc, recall per tier, n."""
+    """macro_f1, log_loss and ece per tier (None without probabilities), dormant_auc, recall per
+    tier, n."""
     labels = list(range(len(TIERS)))
     is_dormant = y == TIERS.index("dormant")
     auc = None
@@ -181,9 +263,13 @@ def tier_metrics(y: np.ndarray, pred: np.ndarray, dormant_score: np.ndarray, pro
     if proba is not None and len(y):
         ll = float(log_loss(y, np.clip(proba, 1e-15, 1), labels=labels))
     recall = recall_score(y, pred, labels=labels, average=None, zero_division=0)
+    ece = None
+    if proba is not None and len(y):
+        ece = expected_calibration_error(np.asarray(proba), y)
     return {
         "macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
         "log_loss": ll,
+        "ece": ece,
         "dormant_auc": auc,
         "recall": {t: float(r) for t, r in zip(TIERS, recall, strict=True)},
         "n": len(y),
@@ -207,6 +293,8 @@ class TierBacktest:
     predictions: pd.DataFrame = field(repr=False)
     frame: pd.DataFrame = field(repr=False)
     """The stacked features and labels of every planned cutoff (reused by the final fit)."""
+    models: dict[pd.Timestamp, TierModel] = field(default_factory=dict, repr=False)
+    """The model scored at each evaluation cutoff (``model`` is the latest one's)."""
 
 
 def events_fingerprint(events: pd.DataFrame) -> str:
@@ -248,14 +336,21 @@ def run_tier_backtest(
         tz=tz,
     )
     # one stacked frame for every cutoff the backtest and the final fit use (they often coincide)
-    all_cutoffs = sorted({*plan.train, *plan.evaluation, *plan.final})
-    frame = tier_frame(events, all_cutoffs, rules, tz=tz)
-    model = fit_tier_model(
-        None, plan.train, rules, params, frame=frame[frame["cutoff"].isin(plan.train)], tz=tz
-    )
+    frame = tier_frame(events, plan.all_cutoffs, rules, tz=tz)
     ev = frame[frame["cutoff"].isin(plan.evaluation)].reset_index(drop=True)
     y = tier_codes(ev["tier"])
-    scored = score_fans(model, ev)
+    # walk forward: each evaluation cutoff is scored by a model fitted on the cutoffs whose
+    # labels were complete by then (a retrain at every cutoff, as in production)
+    models: dict[pd.Timestamp, TierModel] = {}
+    parts = []
+    for c in plan.evaluation:
+        cuts = plan.train_for(c)
+        models[c] = fit_tier_model(
+            None, cuts, rules, params, frame=frame[frame["cutoff"].isin(cuts)], tz=tz
+        )
+        parts.append(score_fans(models[c], ev[ev["cutoff"] == c]))
+    model = models[plan.evaluation[-1]]
+    scored = pd.concat(parts, ignore_index=True)
     proba = scored[[f"p_{t}" for t in TIERS]].to_numpy()
     preds = {"model": (scored["tier"].cat.codes.to_numpy(), scored["p_dormant"].to_numpy())}
     if baselines:
@@ -278,6 +373,7 @@ def run_tier_backtest(
             np.concatenate([r[0] for r in rfm]),
             np.concatenate([r[1] for r in rfm]),
         )
+        preds["btyd"] = btyd_rules(ev, rules)
     metrics, rows, confusion = {}, [], {}
     cut = ev["cutoff"].to_numpy()
     for method, (pred, score) in preds.items():
@@ -287,11 +383,13 @@ def run_tier_backtest(
         for c in plan.evaluation:
             mask = cut == np.datetime64(c)
             m = tier_metrics(y[mask], pred[mask], score[mask], None if p is None else p[mask])
-            rows.append({"cutoff": c, "method": method, **{k: m[k] for k in m if k != "recall"}})
+            flat = {k: m[k] for k in m if k not in ("recall", "ece")}
+            flat |= {f"ece_{t}": (m["ece"] or {}).get(t) for t in TIERS}
+            rows.append({"cutoff": c, "method": method, **flat})
     predictions = pd.DataFrame(
         {"cutoff": ev["cutoff"], "fan_id": ev["fan_id"], "tier": ev["tier"]}
         | {f"{m}__tier": pd.Categorical.from_codes(v[0], list(TIERS)) for m, v in preds.items()}
-        | {"model__p_dormant": scored["p_dormant"]}
+        | {f"model__p_{t}": scored[f"p_{t}"] for t in TIERS}
     )
     signature = eval_signature(fingerprint or events_fingerprint(events), plan, rules)
     return TierBacktest(
@@ -305,6 +403,7 @@ def run_tier_backtest(
         signature,
         predictions,
         frame,
+        models,
     )
 
 
@@ -326,6 +425,7 @@ def metrics_frame(metrics: dict[str, dict[str, Any]]) -> pd.DataFrame:
                 "log_loss": m["log_loss"],
                 "dormant_auc": m["dormant_auc"],
                 **{f"recall_{t}": m["recall"][t] for t in TIERS},
+                **{f"ece_{t}": (m.get("ece") or {}).get(t) for t in TIERS},
                 "n": m["n"],
             }
         )
@@ -336,13 +436,72 @@ def bars(metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """The model beats both baselines on macro-F1 and on dormancy AUC."""
     out = []
     for key in ("macro_f1", "dormant_auc"):
-        for base in ("persistence", "rfm_rules"):
+        for base in ("persistence", "rfm_rules", "btyd"):
             if base not in metrics:
                 continue
             mv, bv = metrics["model"][key], metrics[base][key]
             holds = mv is not None and bv is not None and mv > bv
             bar = f"model {key} > {base}"
             out.append({"bar": bar, "model": mv, "baseline": bv, "holds": holds})
+    return out
+
+
+def by_cutoff(bt: TierBacktest) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{cutoff: {method: {macro_f1, log_loss, dormant_auc, n}}}`` (the per-cutoff rows)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in bt.per_cutoff.to_dict("records"):
+        vals = {k: v for k, v in row.items() if k not in ("cutoff", "method")}
+        vals = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in vals.items()}
+        out.setdefault(f"{pd.Timestamp(row['cutoff']):%Y-%m-%d}", {})[row["method"]] = vals
+    return out
+
+
+def _walk_frame(bt: TierBacktest) -> pd.DataFrame:
+    rows = []
+    for c in bt.plan.evaluation:
+        m = bt.models.get(c, bt.model)
+        rows.append(
+            {
+                "evaluated at": f"{c:%Y-%m-%d}",
+                "trained on cutoffs": ", ".join(f"{t:%Y-%m-%d}" for t in bt.plan.train_for(c)),
+                "class weights (core, active, potential, dormant)": ", ".join(
+                    f"{x:.2f}" for x in m.class_weights
+                ),
+                "trees": m.metadata.get("num_trees"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+F1_MARGIN = 0.02
+"""Macro-F1 lead over persistence the model must hold at every evaluation cutoff."""
+AUC_MARGIN = 0.005
+"""Dormancy-AUC lead over the Pareto/NBD the model must hold at every evaluation cutoff."""
+
+
+def cutoff_bars(bt: TierBacktest) -> list[dict[str, Any]]:
+    """Per evaluation cutoff: model macro-F1 >= persistence + F1_MARGIN and model dormancy AUC
+    >= btyd + AUC_MARGIN (rows only for the baselines that were run)."""
+    out = []
+    table = bt.per_cutoff.set_index(["cutoff", "method"])
+    for c in bt.plan.evaluation:
+        for base, key, margin in (
+            ("persistence", "macro_f1", F1_MARGIN),
+            ("btyd", "dormant_auc", AUC_MARGIN),
+        ):
+            if (c, base) not in table.index:
+                continue
+            mv, bv = table.loc[(c, "model"), key], table.loc[(c, base), key]
+            holds = bool(pd.notna(mv) and pd.notna(bv) and mv >= bv + margin)
+            out.append(
+                {
+                    "cutoff": f"{c:%Y-%m-%d}",
+                    "bar": f"model {key} >= {base} + {margin}",
+                    "model": mv,
+                    "baseline": bv,
+                    "holds": holds,
+                }
+            )
     return out
 
 
@@ -371,8 +530,30 @@ def _plot(metrics: dict[str, dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=100, format="png")
 
 
+def _plot_reliability(bt: TierBacktest, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    pred = bt.predictions
+    proba = pred[[f"model__p_{t}" for t in TIERS]].to_numpy(dtype="float64")
+    curves = reliability(proba, tier_codes(pred["tier"]))
+    ece = expected_calibration_error(proba, tier_codes(pred["tier"]))
+    fig = Figure(figsize=(12, 3.4))
+    for ax, tier in zip(fig.subplots(1, len(TIERS)), TIERS, strict=True):
+        bins = curves[tier]
+        ax.plot([0, 1], [0, 1], color="tab:gray", lw=1, ls="--")
+        ax.plot([b["mean_p"] for b in bins], [b["observed"] for b in bins], "o-")
+        ax.set_title(f"{tier} (ECE {ece[tier]:.3f})")
+        ax.set_xlabel("predicted probability")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+    fig.axes[0].set_ylabel("observed share")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, format="png")
+
+
 def write_tier_report(bt: TierBacktest, out_dir: str | Path, title: str | None = None) -> dict:
-    """Write ``metrics.json``, ``report.md``, ``scores.png`` and ``predictions.parquet``."""
+    """Write ``metrics.json``, ``report.md``, ``scores.png``, ``reliability.png`` and
+    ``predictions.parquet``."""
     from features.io import atomic_path, write_parquet
     from training.report import markdown_table
 
@@ -382,12 +563,15 @@ def write_tier_report(bt: TierBacktest, out_dir: str | Path, title: str | None =
         "metrics": out_dir / "metrics.json",
         "report": out_dir / "report.md",
         "plot": out_dir / "scores.png",
+        "reliability": out_dir / "reliability.png",
         "predictions": out_dir / "predictions.parquet",
     }
     with atomic_path(paths["metrics"]) as tmp:
-        tmp.write_text(json.dumps(bt.metrics, indent=2))
+        tmp.write_text(json.dumps({**bt.metrics, "by_cutoff": by_cutoff(bt)}, indent=2))
     with atomic_path(paths["plot"]) as tmp:
         _plot(bt.metrics, tmp)
+    with atomic_path(paths["reliability"]) as tmp:
+        _plot_reliability(bt, tmp)
     write_parquet(bt.predictions, paths["predictions"])
     w = bt.rules.window_days
     per_cut = bt.per_cutoff.copy()
@@ -397,12 +581,10 @@ def write_tier_report(bt: TierBacktest, out_dir: str | Path, title: str | None =
         f"# {title or 'livecast fan-tier backtest'}",
         "",
         f"Tiers of the next {w} days; rules: `{json.dumps(bt.rules.model_dump())}`.",
-        f"Trained on cutoffs {', '.join(f'{c:%Y-%m-%d}' for c in bt.plan.train)}"
-        f" (label windows end by {bt.plan.evaluation[0]:%Y-%m-%d});"
-        f" evaluated on {', '.join(f'{c:%Y-%m-%d}' for c in bt.plan.evaluation)}.",
-        f"Class weights of the decision rule (core, active, potential, dormant):"
-        f" {', '.join(f'{x:.2f}' for x in bt.model.class_weights)};"
-        f" {bt.model.metadata['num_trees']} trees.",
+        "Walk-forward: each evaluation cutoff is scored by a model trained on the cutoffs whose"
+        " label windows end by it; its decision rule is chosen on those training cutoffs only.",
+        "",
+        markdown_table(_walk_frame(bt)),
         "",
         "## Metrics (pooled over the evaluation cutoffs; higher is better except log loss)",
         "",
@@ -416,7 +598,18 @@ def write_tier_report(bt: TierBacktest, out_dir: str | Path, title: str | None =
         "",
         markdown_table(per_cut),
         "",
+        "## Bars at every evaluation cutoff",
+        "",
+        markdown_table(pd.DataFrame(cutoff_bars(bt))) if cutoff_bars(bt) else "(no baselines)",
+        "",
         "![macro-F1 and dormancy AUC](scores.png)",
+        "",
+        "## Calibration of the model's probabilities (pooled over the evaluation cutoffs)",
+        "",
+        "Per tier, one-vs-rest in ten equal-width probability bins; ECE is the row-weighted mean"
+        " gap between predicted probability and observed share (0 = calibrated).",
+        "",
+        "![reliability](reliability.png)",
         "",
     ]
     for method in ("model", "persistence"):
@@ -445,8 +638,8 @@ def flat_tier_metrics(metrics: dict[str, dict[str, Any]]) -> dict[str, float]:
     out: dict[str, float] = {}
     for method, vals in metrics.items():
         for k, v in vals.items():
-            if k == "recall":
-                out |= {f"{method}_recall_{t}": float(r) for t, r in v.items()}
+            if k in ("recall", "ece"):
+                out |= {f"{method}_{k}_{t}": float(r) for t, r in (v or {}).items()}
             elif v is not None and not (isinstance(v, float) and math.isnan(v)):
                 out[f"{method}_{k}"] = float(v)
     return out
@@ -513,7 +706,9 @@ def train_tiers(
         from features.fans import fan_features
         from training.registry import log_model_run
 
-        example = fan_features(events, bt.plan.final[-1], tz=tz).head(5)[model.features]
+        # the booster's inputs: fan features plus the columns derived from them (BTYD)
+        head = fan_features(events, bt.plan.final[-1], tz=tz).head(5)
+        example = pd.DataFrame(model.matrix(head), columns=model.features)
         gain = model.booster.feature_importance(importance_type="gain")
         importance = pd.DataFrame({"feature": model.features, "gain": gain}).sort_values(
             "gain", ascending=False, ignore_index=True

@@ -404,3 +404,17 @@ def test_calibration_undoes_overconfidence_and_keeps_calibrated_probabilities():
     assert loss(fitted.apply(sharp)) < loss(sharp) - 0.05
     assert abs(loss(fit_calibration(true, y).apply(true)) - loss(true)) < 0.002
     assert Calibration.from_dict(fitted.to_dict()) == fitted
+
+
+def test_lapsed_sample_keeps_active_fans_and_weights_the_lapsed_back_up(frame):
+    from training.tiers import lapsed_sample
+
+    rules = TierRules()
+    w = lapsed_sample(frame, rules, 0.25)
+    lapsed = frame["fan__days_since_last_event"].to_numpy() > 2 * rules.window_days
+    assert (w[~lapsed] == 1).all()
+    assert set(np.unique(w[lapsed])) == {0.0, 4.0}
+    assert abs((w[lapsed] > 0).mean() - 0.25) < 0.03
+    assert w[lapsed].sum() == pytest.approx(lapsed.sum(), rel=0.1)  # unbiased in total
+    np.testing.assert_array_equal(w, lapsed_sample(frame, rules, 0.25))  # the same every run
+    assert (lapsed_sample(frame, rules, 1.0) == 1).all()

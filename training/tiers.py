@@ -89,6 +89,16 @@ class TierParams(BaseModel):
         "probabilities had the same or lower log loss and calibration error at the evaluation "
         "cutoffs.",
     )
+    lapsed_sample: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Share of lapsed fans (no event in the last two windows) the booster is "
+        "fitted on, weighted back up (see lapsed_sample); 1 fits every row. Measured at 0.25: "
+        "the simulator's backtest ran 1.5x faster at the same macro-F1 and 0.002 lower "
+        "dormancy AUC, but CDNOW's dormancy AUC fell by 0.002-0.014 (8 % of its lapsed buyers "
+        "come back), so every row is fitted by default.",
+    )
     holdout_cutoffs: int = Field(
         2, ge=1, le=6, description="Latest training cutoffs held out for early stopping / weights."
     )
@@ -350,10 +360,37 @@ def tier_frame(
     return pd.concat(parts, ignore_index=True)
 
 
-def _dataset(frame: pd.DataFrame, features: list[str]) -> lgb.Dataset:
-    X = frame[features].to_numpy(dtype="float64", na_value=np.nan)
+def lapsed_sample(frame: pd.DataFrame, rules: TierRules, rate: float) -> np.ndarray:
+    """Row weights of the training sample: 0 (left out), 1 or ``1 / rate``.
+
+    Fans with no event in the last two windows (*lapsed*) are most of a mature fan base (82 %
+    of the simulator's rows at 30-day windows) and nearly all stay dormant (97 %). A fixed
+    share ``rate`` of them is kept, chosen by a hash of (fan, cutoff) so it is the same on
+    every run, and weighted ``1 / rate``, so every loss and gradient stays an unbiased estimate
+    of the full data's while the booster sees far fewer rows. ``rate`` 1 keeps every row.
+    """
+    weights = np.ones(len(frame))
+    if rate >= 1 or frame.empty:
+        return weights
+    lapsed = frame["fan__days_since_last_event"].to_numpy(dtype="float64", na_value=np.inf) > (
+        2 * rules.window_days
+    )
+    key = frame[["fan_id"]].assign(cutoff=frame["cutoff"].astype("str"))
+    u = (pd.util.hash_pandas_object(key, index=False).to_numpy() % 1_000_000) / 1_000_000
+    weights[lapsed] = np.where(u[lapsed] < rate, 1.0 / rate, 0.0)
+    return weights
+
+
+def _dataset(frame: pd.DataFrame, features: list[str], weights: np.ndarray) -> lgb.Dataset:
+    keep = weights > 0
+    rows = frame[keep]
+    X = rows[features].to_numpy(dtype="float64", na_value=np.nan)
     return lgb.Dataset(
-        X, label=tier_codes(frame["tier"]), feature_name=features, free_raw_data=False
+        X,
+        label=tier_codes(rows["tier"]),
+        weight=weights[keep],
+        feature_name=features,
+        free_raw_data=False,
     )
 
 
@@ -394,11 +431,16 @@ def fit_tier_model(
     holdout_f1 = None
     n_hold = min(params.holdout_cutoffs, len(stamps) - 1)
     held = stamps[len(stamps) - n_hold :] if n_hold > 0 else []
+    rate = params.lapsed_sample
+
+    def full_set() -> lgb.Dataset:
+        return _dataset(frame, features, lapsed_sample(frame, rules, rate))
+
     fit_part = frame[~frame["cutoff"].isin(held)]
     hold_part = frame[frame["cutoff"].isin(held)]
     if held and not fit_part.empty and not hold_part.empty:
-        train_set = _dataset(fit_part, features)
-        valid_set = _dataset(hold_part, features)
+        train_set = _dataset(fit_part, features, lapsed_sample(fit_part, rules, rate))
+        valid_set = _dataset(hold_part, features, lapsed_sample(hold_part, rules, rate))
         booster = lgb.train(
             lgb_params,
             train_set,
@@ -417,12 +459,12 @@ def fit_tier_model(
             weights = choose_class_weights(proba, y_hold)
         holdout_f1 = macro_f1_codes(y_hold, decide(proba, weights))
         if params.refit:
-            booster = lgb.train(lgb_params, _dataset(frame, features), num_boost_round=rounds)
+            booster = lgb.train(lgb_params, full_set(), num_boost_round=rounds)
         else:
             booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=rounds))
     else:
         rounds = params.max_rounds
-        booster = lgb.train(lgb_params, _dataset(frame, features), num_boost_round=rounds)
+        booster = lgb.train(lgb_params, full_set(), num_boost_round=rounds)
     counts = frame["tier"].value_counts()
     metadata = {
         "cutoffs": [str(c) for c in stamps],
@@ -430,6 +472,7 @@ def fit_tier_model(
         "holdout_macro_f1": holdout_f1,
         "num_trees": rounds,
         "n_train": len(frame),
+        "n_fitted": int((lapsed_sample(frame, rules, params.lapsed_sample) > 0).sum()),
         "label_counts": {t: int(counts.get(t, 0)) for t in TIERS},
         "params": params.model_dump(),
         "tz": tz,

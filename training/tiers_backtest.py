@@ -22,8 +22,8 @@ Methods compared on the same evaluation rows (every fan with an event before the
   R >= 4 and F >= 3; potential = R >= 3; dormant otherwise. Dormancy score: days since the last
   event.
 * ``btyd``: the Pareto/NBD fitted by maximum likelihood on the orders before each
-  evaluation cutoff (:func:`btyd_rules`); dormancy score minus the expected number of order
-  days in the window.
+  evaluation cutoff (:func:`btyd_rules`); dormancy score minus the expected number of orders
+  in the window.
 
 Metrics, pooled over the evaluation cutoffs and per cutoff (``by_cutoff`` in ``metrics.json``):
 macro-F1 over the four tiers, multiclass log loss and the expected calibration error per tier
@@ -447,7 +447,8 @@ def bars(metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def by_cutoff(bt: TierBacktest) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{cutoff: {method: {macro_f1, log_loss, dormant_auc, n}}}`` (the per-cutoff rows)."""
+    """``{cutoff: {method: {macro_f1, log_loss, dormant_auc, n, ece_<tier>}}}`` (the per-cutoff
+    rows; log loss and ECE are None for the baselines)."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for row in bt.per_cutoff.to_dict("records"):
         vals = {k: v for k, v in row.items() if k not in ("cutoff", "method")}
@@ -521,7 +522,8 @@ def _plot(metrics: dict[str, dict[str, Any]], path: Path) -> None:
     axes = fig.subplots(1, 2)
     for ax, key in zip(axes, ("macro_f1", "dormant_auc"), strict=True):
         vals = [metrics[m][key] or 0.0 for m in methods]
-        ax.bar(methods, vals, color=["tab:blue", "tab:gray", "tab:orange"][: len(methods)])
+        colors = ["tab:blue", "tab:gray", "tab:orange", "tab:green"][: len(methods)]
+        ax.bar(methods, vals, color=colors)
         ax.set_title(key.replace("_", " "))
         ax.set_ylim(0, 1)
         for i, v in enumerate(vals):

@@ -36,7 +36,6 @@ for p in (ROOT, ROOT / "benchmarks"):
         sys.path.insert(0, str(p))
 
 import httpx  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from bench_service import (  # noqa: E402
     _free_port,
@@ -47,67 +46,13 @@ from bench_service import (  # noqa: E402
     wait_ready,
 )
 
+from features.history_store import contract_columns, json_records  # noqa: E402
 from features.io import atomic_path  # noqa: E402
 from livecast.config import get_settings  # noqa: E402
 
 RESULT = ROOT / "benchmarks" / "results" / "swap.json"
 TOKEN = "bench-ingest-token-0123456789"
 BAR_MS = 50.0
-SESSION_COLUMNS = [
-    "session_id",
-    "room_id",
-    "platform",
-    "host_id",
-    "start_time",
-    "planned_duration_min",
-    "session_type",
-    "title",
-    "followers_at_start",
-    "warmup_videos",
-    "community_pushes",
-    "paid_promo_budget",
-    "lottery_count",
-    "red_envelope_count",
-    "flash_sale_rounds",
-    "coupon_value",
-    "discount_depth",
-    "actual_duration_min",
-    "viewers",
-    "peak_concurrent",
-    "gmv",
-    "orders",
-    "buyers",
-    "avg_dwell_seconds",
-    "new_followers",
-]
-PRODUCT_COLUMNS = [
-    "session_id",
-    "sku_id",
-    "category",
-    "list_price",
-    "live_price",
-    "stock",
-    "is_new_launch",
-    "units_sold",
-    "gmv",
-]
-
-
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """JSON-ready rows: no NaN / None fields, times as ISO text, numpy scalars as Python."""
-    out = []
-    for rec in frame.to_dict("records"):
-        row = {}
-        for key, v in rec.items():
-            if v is None or (isinstance(v, float) and np.isnan(v)):
-                continue
-            if isinstance(v, pd.Timestamp):
-                v = v.isoformat()
-            elif hasattr(v, "item"):
-                v = v.item()
-            row[key] = v
-        out.append(row)
-    return out
 
 
 def ingest_bodies(bundle: Any, n: int) -> list[bytes]:
@@ -127,9 +72,10 @@ def ingest_bodies(bundle: Any, n: int) -> list[bytes]:
         ids = dict(zip(own["session_id"], new["session_id"], strict=True))
         prods = products[products["session_id"].isin(ids)].copy()
         prods["session_id"] = prods["session_id"].map(ids)
-        cols = [c for c in SESSION_COLUMNS if c in new.columns]
-        pcols = [c for c in PRODUCT_COLUMNS if c in prods.columns]
-        body = {"sessions": _records(new[cols]), "products": _records(prods[pcols])}
+        body = {
+            "sessions": json_records(contract_columns(new, "sessions")),
+            "products": json_records(contract_columns(prods, "session_products")),
+        }
         bodies.append(json.dumps(body).encode())
     return bodies
 

@@ -42,6 +42,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -224,6 +225,24 @@ def contract_columns(frame: pd.DataFrame, table: str) -> pd.DataFrame:
     """``frame`` with exactly the contract columns of ``table`` in contract order (the store
     keeps nothing else; a validated frame has every one of them)."""
     return frame[columns(table)].reset_index(drop=True)
+
+
+def json_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Contract rows as the JSON records ``POST /v1/sessions`` takes: missing values left out,
+    times as ISO 8601 text, numpy scalars as Python numbers."""
+    out = []
+    for record in frame.to_dict("records"):
+        row: dict[str, Any] = {}
+        for key, value in record.items():
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            if isinstance(value, pd.Timestamp):
+                value = value.isoformat()
+            elif hasattr(value, "item"):
+                value = value.item()
+            row[key] = value
+        out.append(row)
+    return out
 
 
 def history_as_of(sessions: pd.DataFrame, tz: str | None = None) -> str | None:

@@ -13,7 +13,6 @@ sessions its next forecast reads them and ``history_as_of`` advances, with no re
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -235,24 +234,8 @@ def _newer_sessions(ds: Any, room: str, n: int = 6, factor: float = 6.0) -> tupl
     return new[columns("sessions")], rows[columns("session_products")]
 
 
-def _jsonable(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    out = []
-    for record in frame.to_dict("records"):
-        row: dict[str, Any] = {}
-        for key, value in record.items():
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                continue
-            if isinstance(value, pd.Timestamp):
-                value = value.isoformat()
-            elif hasattr(value, "item"):
-                value = value.item()
-            row[key] = value
-        out.append(row)
-    return out
-
-
 def _ingest_body(sessions: pd.DataFrame, products: pd.DataFrame, **extra: Any) -> dict[str, Any]:
-    return {"sessions": _jsonable(sessions), "products": _jsonable(products), **extra}
+    return {"sessions": hs.json_records(sessions), "products": hs.json_records(products), **extra}
 
 
 def _room(ds: Any) -> str:

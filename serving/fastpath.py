@@ -191,7 +191,17 @@ class PlanScorer:
         Column-wise end to end: the plans are read in one pass (:func:`plan_columns`), and the
         answers are built from the prediction arrays read once as lists, not per plan. The
         history state is read once, so a state swapped in meanwhile does not mix in."""
+        return self.score_with_inputs(plans, drivers=drivers)[0]
+
+    def score_with_inputs(
+        self, plans: list[SessionPlan], *, drivers: bool = True, keep: tuple[str, ...] = ()
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """:meth:`score`, and per plan the values of the feature columns ``keep`` (those the
+        model has) that the answers were computed from: the plan inputs the watch logs for
+        drift (``training.drift``), from the same feature code as the forecast."""
         inputs, cols = plan_columns(plans, self.state.context)
+        kept = {c: cols[c].tolist() for c in keep if c in cols}
+        values = [{c: v[i] for c, v in kept.items()} for i in range(len(plans))] if kept else []
         X = model_matrix(cols, self.features, self.vocab)
         fc = self.forecaster
         cold = cols["room__n_prior"] == 0
@@ -228,7 +238,7 @@ class PlanScorer:
             if explanation is not None:
                 item["explanation"] = _explanation(explanation)
             out.append(item)
-        return out
+        return out, values
 
     def warm_up(self) -> None:
         """Score a plan of a known room and a cold-start plan once (caches, allocations)."""

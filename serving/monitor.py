@@ -26,6 +26,7 @@ is due. :func:`rolling` gives the rolling WAPE, bias and P10-P90 coverage for th
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import queue
 import sqlite3
@@ -56,11 +57,22 @@ CREATE TABLE IF NOT EXISTS forecasts (
     target TEXT NOT NULL, p10 REAL NOT NULL, p50 REAL NOT NULL, p90 REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS forecasts_plan ON forecasts (plan_id);
+CREATE TABLE IF NOT EXISTS plan_inputs (
+    plan_id TEXT NOT NULL, logged_at TEXT NOT NULL, model TEXT NOT NULL, inputs TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS actuals (
     session_id TEXT NOT NULL, target TEXT NOT NULL, value REAL NOT NULL,
     PRIMARY KEY (session_id, target)
 );
 """
+
+
+def _json(values: dict[str, Any]) -> str:
+    """Plan inputs as JSON (a missing number as null, not NaN)."""
+    return json.dumps(
+        {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in values.items()},
+        default=str,
+    )
 
 
 def _iso(value: Any) -> str:
@@ -98,7 +110,10 @@ class ForecastLog:
         ``start_time`` and per-target ``p10/p50/p90``). Returns the rows written."""
         now = logged_at or datetime.now(UTC)
         rows = []
+        inputs = []
         for item in items:
+            if item.get("inputs"):
+                inputs.append((str(item["session_id"]), _iso(now), model, _json(item["inputs"])))
             start = pd.Timestamp(item["start_time"])
             lead = (start - pd.Timestamp(now)) / pd.Timedelta(days=1)
             for t in TARGETS:
@@ -120,7 +135,24 @@ class ForecastLog:
                     )
         with self._connect() as con:
             con.executemany("INSERT INTO forecasts VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+            con.executemany("INSERT INTO plan_inputs VALUES (?,?,?,?)", inputs)
         return len(rows)
+
+    def recent_inputs(self, limit: int = 200, model: str | None = None) -> pd.DataFrame:
+        """The plan inputs (``training.drift.DRIFT_INPUTS``) logged with the last ``limit``
+        forecasts (of ``model`` only, when given), one row per forecast, newest last."""
+        if not self.path.exists():
+            return pd.DataFrame()
+        query = "SELECT logged_at, inputs FROM plan_inputs"
+        args: tuple[Any, ...] = ()
+        if model is not None:
+            query += " WHERE model = ?"
+            args = (model,)
+        query += " ORDER BY logged_at DESC, rowid DESC LIMIT ?"
+        with self._connect() as con:
+            rows = con.execute(query, (*args, int(limit))).fetchall()
+        frame = pd.DataFrame([json.loads(r[1]) for r in reversed(rows)])
+        return frame.astype({c: object for c in frame.columns if frame[c].dtype == object})
 
     def log_actuals(self, sessions: pd.DataFrame) -> int:
         """Log finished sessions' outcomes (``session_id`` and any of the targets); a session
@@ -334,3 +366,195 @@ def _accuracy(g: pd.DataFrame, room: str, target: str) -> dict[str, Any]:
         "bias": float((p50 - actual).sum() / total) if total > 0 else float("nan"),
         "coverage": float(inside.mean()) if len(g) else float("nan"),
     }
+
+
+def by_lead(joined: pd.DataFrame) -> pd.DataFrame:
+    """WAPE, bias and P10-P90 coverage per target and lead bucket (days from the forecast to
+    the session; the backtest's buckets, ``training.report.LEAD_BUCKETS``, then longer, and
+    ``after start`` for a session whose only forecast came after it began)."""
+    from training.report import LEAD_BUCKETS
+
+    last = LEAD_BUCKETS[-1][1]
+    buckets = [(-np.inf, 0, "after start"), *LEAD_BUCKETS, (last, np.inf, f">{last - 1}")]
+    lead = joined["lead_days"].to_numpy(float)
+    rows = []
+    for target, g in joined.groupby("target", sort=False):
+        lead_t = lead[joined["target"].to_numpy() == target]
+        for low, high, name in buckets:
+            part = g[(lead_t >= low) & (lead_t < high)]
+            if len(part):
+                rows.append({**_accuracy(part, "all rooms", str(target)), "lead": name})
+    cols = ["target", "lead", "n", "wape", "bias", "coverage"]
+    return pd.DataFrame(rows).reindex(columns=cols)
+
+
+def series(joined: pd.DataFrame, window: int = 30) -> pd.DataFrame:
+    """Per target, after each session with an actual (in start order, all rooms): WAPE, bias
+    and P10-P90 coverage over the last ``window`` sessions; the Model health page plots it."""
+    out = []
+    for target, g in joined.sort_values("start_time", kind="stable").groupby("target", sort=False):
+        actual = g["actual"].to_numpy(float)
+        p50 = g["p50"].to_numpy(float)
+        inside = (g["p10"].to_numpy(float) <= actual) & (actual <= g["p90"].to_numpy(float))
+        roll = (
+            pd.DataFrame(
+                {"err": np.abs(p50 - actual), "dev": p50 - actual, "act": actual, "in": inside}
+            )
+            .rolling(window, min_periods=1)
+            .sum()
+        )
+        total = roll["act"].to_numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            wape_ = np.where(total > 0, roll["err"].to_numpy() / total, np.nan)
+            bias_ = np.where(total > 0, roll["dev"].to_numpy() / total, np.nan)
+        n = np.minimum(np.arange(1, len(g) + 1), window)
+        out.append(
+            pd.DataFrame(
+                {
+                    "target": target,
+                    "start_time": g["start_time"].to_numpy(),
+                    "n": n,
+                    "wape": wape_,
+                    "bias": bias_,
+                    "coverage": roll["in"].to_numpy() / n,
+                }
+            )
+        )
+    cols = ["target", "start_time", "n", "wape", "bias", "coverage"]
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=cols)
+
+
+BAND_SESSIONS = 30
+"""Sessions (all rooms, latest first) over which the live accuracy is held to the backtest's
+band."""
+BAND_WAPE_RATIO = 1.5
+"""Live WAPE above this multiple of the backtest's is outside the band."""
+
+
+@dataclass(frozen=True)
+class BandCheck:
+    """Live accuracy of one target over the last :data:`BAND_SESSIONS` sessions against the
+    backtest that promoted the model."""
+
+    target: str
+    n: int
+    wape: float
+    backtest_wape: float
+    coverage: float
+    coverage_low: float
+    coverage_high: float
+    outside: tuple[str, ...]  # "wape" and / or "coverage"
+
+
+def band_checks(
+    joined: pd.DataFrame, backtest: dict[str, Any], sessions: int = BAND_SESSIONS
+) -> list[BandCheck]:
+    """Per target with a backtest figure and at least ``sessions`` sessions with actuals: is the
+    live WAPE within :data:`BAND_WAPE_RATIO` x the backtest's, and the live P10-P90 coverage
+    within two binomial standard errors of the backtest's (``sqrt(c (1 - c) / n)``: 0.65-0.95
+    for c = 0.80 over 30 sessions)? A target outside either is a reason to retrain."""
+    out = []
+    for target, g in joined.sort_values("start_time", kind="stable").groupby("target", sort=False):
+        model = (backtest.get(str(target)) or {}).get("model") or {}
+        ref_wape, ref_cov = model.get("wape"), model.get("coverage_p10_p90")
+        if ref_wape is None or ref_cov is None or len(g) < sessions:
+            continue
+        acc = _accuracy(g.tail(sessions), "all rooms", str(target))
+        se = float(np.sqrt(ref_cov * (1 - ref_cov) / sessions))
+        low, high = ref_cov - 2 * se, ref_cov + 2 * se
+        outside = []
+        if acc["wape"] > BAND_WAPE_RATIO * ref_wape:
+            outside.append("wape")
+        if not low <= acc["coverage"] <= high:
+            outside.append("coverage")
+        out.append(
+            BandCheck(
+                target=str(target),
+                n=sessions,
+                wape=acc["wape"],
+                backtest_wape=float(ref_wape),
+                coverage=acc["coverage"],
+                coverage_low=low,
+                coverage_high=high,
+                outside=tuple(outside),
+            )
+        )
+    return out
+
+
+def health_report(
+    log: ForecastLog,
+    metadata: dict[str, Any],
+    *,
+    window: int = 20,
+    h: float = CUSUM_H,
+    drift_plans: int = 200,
+) -> dict[str, Any]:
+    """Everything the Model health tab and ``livecast monitor`` show, JSON-ready: rolling
+    accuracy by room, by lead bucket and over time; the drifted rooms (:func:`watch`); the
+    targets outside the backtest's band (:func:`band_checks`); the drift of the last
+    ``drift_plans`` plans' inputs against the served model's training data
+    (``training.drift.input_drift``); and whether retraining is due, with the reasons."""
+    from training.drift import input_drift
+
+    joined = log.joined()
+    reference = metadata.get("drift_reference") or {}
+    model = str(metadata.get("train_id") or "")
+    drift = (
+        input_drift(reference, log.recent_inputs(drift_plans, model=model or None))
+        if reference
+        else pd.DataFrame()
+    )
+    alarms = watch(joined, h=h) if not joined.empty else []
+    bands = band_checks(joined, metadata.get("backtest") or {}) if not joined.empty else []
+    reasons = [
+        f"{a.room_id} {a.target}: actuals {a.direction} the forecasts since {a.start_time.date()}"
+        for a in alarms
+    ]
+    reasons += [
+        f"{b.target}: {' and '.join(b.outside)} outside the backtest's band over the last "
+        f"{b.n} sessions"
+        for b in bands
+        if b.outside
+    ]
+    drifted = [] if drift.empty else drift.loc[drift["status"] == "drifted", "feature"].tolist()
+    return {
+        "model": model,
+        "sessions_with_actuals": int(joined["session_id"].nunique()) if len(joined) else 0,
+        "window": window,
+        "rooms": _records(rolling(joined, window)) if len(joined) else [],
+        "lead": _records(by_lead(joined)) if len(joined) else [],
+        "series": _records(series(joined, BAND_SESSIONS)) if len(joined) else [],
+        "alarms": [
+            {
+                "room_id": a.room_id,
+                "target": a.target,
+                "direction": a.direction,
+                "session_id": a.session_id,
+                "start_time": a.start_time.isoformat(),
+                "sessions_seen": a.sessions_seen,
+            }
+            for a in alarms
+        ],
+        "bands": [b.__dict__ | {"outside": list(b.outside)} for b in bands],
+        "drift": _records(drift),
+        "drift_reference": bool(reference),
+        "drifted_inputs": drifted,
+        "retrain_due": bool(reasons),
+        "reasons": reasons,
+    }
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as JSON-ready dicts: timestamps as ISO text, NaN as None."""
+    out = frame.copy()
+    for c in out.columns:
+        if isinstance(out[c].dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(
+            out[c]
+        ):
+            out[c] = out[c].map(lambda t: t.isoformat())
+    out = out.astype(object).where(out.notna(), None)
+    return [
+        {k: (float(v) if isinstance(v, np.floating) else v) for k, v in row.items()}
+        for row in out.to_dict("records")
+    ]

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-HEAVY_ROUTES = frozenset({"/v1/compare", "/v1/suggest", "/v1/segment"})
+HEAVY_ROUTES = frozenset({"/v1/compare", "/v1/suggest", "/v1/segment", "/v1/model-health"})
 """Routes whose work is always heavy (many plans or events per request)."""
 INLINE_BODY_BYTES = 16 * 1024
 """A request body above this many bytes is heavy whatever its route (a forecast of more than a

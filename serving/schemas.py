@@ -714,3 +714,51 @@ def _check_unique_ids(plans: list[SessionPlan]) -> None:
     dup = sorted(i for i, n in counts.items() if n > 1)
     if dup:
         raise ValueError(f"plans: session_id values must be unique: {dup}")
+
+
+# --------------------------------------------------------------------------- model health
+
+
+HEALTH_EXAMPLE: dict[str, Any] = {"window": 20, "h": 5.0}
+"""The Model health tab's request: rolling figures over each room's last 20 sessions."""
+
+
+class HealthRequest(BaseModel):
+    """What the Model health tab asks for (every field has a default: ``{}`` is a request)."""
+
+    model_config = _example(HEALTH_EXAMPLE)
+
+    window: Annotated[int, Field(ge=1, le=1000)] = Field(
+        20, description="Sessions per room in the rolling figures."
+    )
+    h: Annotated[float, Field(ge=0.5, le=50, allow_inf_nan=False)] = Field(
+        5.0, description="CUSUM alarm threshold (sigmas) for a room's drift."
+    )
+
+
+class ModelHealthResponse(BaseModel):
+    """The watch on live accuracy (``serving.monitor.health_report``): served forecasts
+    against actuals by room, lead bucket and over time; drifted rooms; targets outside the
+    backtest's band; drift of the plan inputs against the training data; retrain due."""
+
+    model_config = _OUT
+
+    model: ModelInfo
+    sessions_with_actuals: int
+    window: int
+    rooms: list[dict[str, Any]] = Field(description="Rolling WAPE, bias, coverage per room.")
+    lead: list[dict[str, Any]] = Field(description="Accuracy per target and lead bucket.")
+    series: list[dict[str, Any]] = Field(
+        description="Per target, the accuracy over the last 30 sessions after each session."
+    )
+    alarms: list[dict[str, Any]] = Field(description="Rooms whose forecasts drifted (CUSUM).")
+    bands: list[dict[str, Any]] = Field(
+        description="Per target, live WAPE and coverage against the backtest's band."
+    )
+    drift: list[dict[str, Any]] = Field(
+        description="Per plan input, PSI of the latest plans against the training data."
+    )
+    drift_reference: bool = Field(description="Whether the bundle holds the training summary.")
+    drifted_inputs: list[str]
+    retrain_due: bool
+    reasons: list[str]

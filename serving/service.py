@@ -70,7 +70,7 @@ from features.history_store import (
 from features.plan import SessionPlan
 from livecast.config import get_settings
 from serving.fastpath import HistoryBuilder, HistoryState, PlanScorer, release_state
-from serving.monitor import BackgroundLog, ForecastLog
+from serving.monitor import BackgroundLog, ForecastLog, health_report
 from serving.offload import HEAVY, HEAVY_ROUTES, INLINE_BODY_BYTES, LIGHT, is_heavy
 from serving.schemas import (
     Actuals,
@@ -80,8 +80,10 @@ from serving.schemas import (
     FanEvent,
     ForecastRequest,
     ForecastResponse,
+    HealthRequest,
     IngestRequest,
     IngestResponse,
+    ModelHealthResponse,
     ProductRecord,
     ReviewRequest,
     ReviewResponse,
@@ -94,6 +96,7 @@ from serving.schemas import (
     Variant,
 )
 from serving.suggest import compare_payload, review_payload, suggest_payload
+from training.drift import DRIFT_INPUTS
 
 logger = logging.getLogger(__name__)
 
@@ -567,13 +570,18 @@ class Livecast:
         return await self._on_history_thread(lambda: _as_response(build()))
 
     def _log_served(
-        self, plans: list[SessionPlan], items: list[dict[str, Any]], model: dict[str, Any]
+        self,
+        plans: list[SessionPlan],
+        items: list[dict[str, Any]],
+        model: dict[str, Any],
+        inputs: list[dict[str, Any]] | None = None,
     ) -> None:
         """Queue the forecasts of plans that carry a ``session_id`` for the watch (a plan
-        without one cannot be paired with its outcome later)."""
+        without one cannot be paired with its outcome later), with their plan inputs for the
+        drift watch when given."""
         rows = [
-            {**item, "start_time": plan.start_time}
-            for plan, item in zip(plans, items, strict=True)
+            {**item, "start_time": plan.start_time, "inputs": inputs[i] if inputs else None}
+            for i, (plan, item) in enumerate(zip(plans, items, strict=True))
             if plan.session_id is not None
         ]
         if rows:
@@ -585,11 +593,12 @@ class Livecast:
 
         def build() -> ForecastResponse | JSONResponse:
             scorer = self.scorer.pinned()  # one history state for the whole answer
+            keep = DRIFT_INPUTS if any(p.session_id is not None for p in plans) else ()
             try:
-                items = scorer.score(plans, drivers=drivers)
+                items, inputs = scorer.score_with_inputs(plans, drivers=drivers, keep=keep)
             except ValueError as exc:
                 return _unscorable(exc)
-            self._log_served(plans, items, scorer.model_info)
+            self._log_served(plans, items, scorer.model_info, inputs)
             return ForecastResponse(forecasts=items, model=scorer.model_info)
 
         return await _answer(build)
@@ -649,6 +658,19 @@ class Livecast:
                     pd.DataFrame([{"session_id": plan.session_id, **actual.model_dump()}])
                 )
             return answer
+
+        return await _answer(build)
+
+    @bentoml.api(route="/v1/model-health", input_spec=_input(HealthRequest))
+    async def model_health(self, window: int = 20, h: float = 5.0) -> ModelHealthResponse:
+        """The watch on live accuracy: served forecasts against actuals (by room, lead bucket
+        and over time), drifted rooms, drift of the plan inputs, and whether to retrain."""
+
+        def build() -> ModelHealthResponse:
+            scorer = self.scorer.pinned()
+            self.watch.flush(timeout=5.0)  # what was served until now is in the report
+            report = health_report(self.watch.log, scorer.forecaster.metadata, window=window, h=h)
+            return ModelHealthResponse(**{**report, "model": scorer.model_info})
 
         return await _answer(build)
 

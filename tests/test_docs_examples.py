@@ -19,12 +19,14 @@ from service_support import bearer, ingest_enabled, service_app
 from serving.schemas import (
     COMPARE_EXAMPLE,
     FORECAST_EXAMPLE,
+    HEALTH_EXAMPLE,
     INGEST_EXAMPLE,
     REVIEW_EXAMPLE,
     SEGMENT_EXAMPLE,
     SUGGEST_EXAMPLE,
     CompareRequest,
     ForecastRequest,
+    HealthRequest,
     IngestRequest,
     ReviewRequest,
     SegmentRequest,
@@ -38,6 +40,7 @@ REQUESTS: dict[str, tuple[type[BaseModel], dict[str, Any]]] = {
     "/v1/review": (ReviewRequest, REVIEW_EXAMPLE),
     "/v1/segment": (SegmentRequest, SEGMENT_EXAMPLE),
     "/v1/sessions": (IngestRequest, INGEST_EXAMPLE),
+    "/v1/model-health": (HealthRequest, HEALTH_EXAMPLE),
 }
 
 

@@ -4,6 +4,7 @@ is flagged when nothing changed."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import UTC, datetime
 
@@ -14,8 +15,19 @@ from typer.testing import CliRunner
 
 from livecast.cli import app
 from livecast.config import get_settings
-from serving.monitor import ForecastLog, cusum, rolling, standardised_errors, watch
+from serving.monitor import (
+    ForecastLog,
+    band_checks,
+    by_lead,
+    cusum,
+    health_report,
+    rolling,
+    series,
+    standardised_errors,
+    watch,
+)
 from training.backtest import run_backtest
+from training.drift import DRIFT_INPUTS
 from training.models import ForecastParams
 
 TARGETS = ("viewers", "orders", "gmv")
@@ -174,6 +186,15 @@ def test_the_service_logs_forecasts_and_review_actuals_for_the_watch(service_mod
         actual = {"viewers": 1000, "orders": 50, "gmv": 5000.0}
         r = client.post("/v1/review", json={"plan": plan, "actual": actual})
         assert r.status_code == 200, r.text
+        health = client.post("/v1/model-health", json={})
+        assert health.status_code == 200, health.text
+        bad = client.post("/v1/model-health", json={"window": 0})
+        assert bad.status_code == 400 and "window" in bad.text
+    report = health.json()
+    assert report["model"]["train_id"] == "svc-test"
+    assert report["sessions_with_actuals"] >= 1 and report["drift_reference"] is True
+    assert {r["feature"] for r in report["drift"]} == set(DRIFT_INPUTS)
+    assert any(r["room_id"] == plan["room_id"] for r in report["rooms"])
     log = ForecastLog(Livecast.inner.forecast_log_path)  # shared by the module's other tests
     for _ in range(100):  # the background writer drains within a moment
         j = log.joined()
@@ -185,4 +206,80 @@ def test_the_service_logs_forecasts_and_review_actuals_for_the_watch(service_mod
     assert j.set_index("target").loc["gmv", "actual"] == 5000.0
     with sqlite3.connect(log.path) as con:  # plans without a session id are never logged
         ids = {r[0] for r in con.execute("SELECT DISTINCT plan_id FROM forecasts")}
+        inputs = [json.loads(r[0]) for r in con.execute("SELECT inputs FROM plan_inputs")]
     assert "watch-1" in ids and not any(i.startswith("plan-") for i in ids)
+    assert len(inputs) == 1 and set(inputs[0]) == set(DRIFT_INPUTS)  # the forecast's, once
+    assert inputs[0]["slot__duration_min"] == plan["planned_duration_min"]
+    assert inputs[0]["topic__session_type"] == plan.get("session_type", "daily")
+
+
+def _backtest(live: pd.DataFrame) -> dict:
+    """The backtest figures a bundle carries, from the same predictions (so live = backtest)."""
+    out = {}
+    for t in TARGETS:
+        y, p = live[t].to_numpy(float), live[f"{t}__model_p50"].to_numpy(float)
+        inside = (live[f"{t}__model_p10"] <= live[t]) & (live[t] <= live[f"{t}__model_p90"])
+        out[t] = {"model": {"wape": float(np.abs(p - y).sum() / y.sum()),
+                            "coverage_p10_p90": float(inside.mean())}}  # fmt: skip
+    return out
+
+
+def test_accuracy_by_lead_bucket_and_over_time(tmp_path):
+    log = ForecastLog(tmp_path / "lead.db")
+    start = pd.Timestamp("2026-03-01 20:00", tz="Asia/Shanghai")
+    for i, days in enumerate([1, 3, 10, 20, 45, 90]):
+        logged = (start - pd.Timedelta(days=days)).to_pydatetime()
+        log.log_forecasts([_item(f"s{i}", "r", start, 100.0)], model="m", logged_at=logged)
+    log.log_actuals(pd.DataFrame({"session_id": [f"s{i}" for i in range(6)], "gmv": 150.0}))
+    j = log.joined()
+    lead = by_lead(j).set_index("lead")
+    assert list(lead.index) == ["0-7", "8-14", "15-30", "31-60", ">60"]
+    assert lead.loc["0-7", "n"] == 2 and lead.loc[">60", "n"] == 1
+    assert lead["bias"].tolist() == pytest.approx([-1 / 3] * 5)
+    s = series(j, window=4)
+    assert s["n"].tolist() == [1, 2, 3, 4, 4, 4]
+    assert s["wape"].tolist() == pytest.approx([1 / 3] * 6)
+    assert s["coverage"].tolist() == [1.0] * 6  # 150 lies within 50-200
+
+
+def test_the_band_flags_a_target_whose_live_accuracy_left_the_backtests(live, tmp_path):
+    backtest = _backtest(live)
+    same = band_checks(_logged(live, tmp_path / "same.db").joined(), backtest)
+    assert {b.target for b in same} == set(TARGETS)
+    assert all(not b.outside for b in same), same
+    worse = live.copy()
+    for t in ("viewers", "gmv"):  # every session's outcome a third of what it was
+        worse[t] = worse[t] / 3
+    bad = {b.target: b for b in band_checks(_logged(worse, tmp_path / "bad.db").joined(), backtest)}
+    assert "coverage" in bad["gmv"].outside and "wape" in bad["gmv"].outside
+    assert not bad["orders"].outside
+    assert bad["gmv"].coverage_low < backtest["gmv"]["model"]["coverage_p10_p90"]
+
+
+def test_the_health_report_joins_accuracy_bands_and_input_drift(live, small_frame, tmp_path):
+    from training.drift import drift_reference
+
+    log = _logged(live, tmp_path / "health.db")
+    plans = small_frame.sample(60, random_state=0)
+    inputs = plans[["slot__duration_min", "topic__session_type"]].assign(
+        slot__duration_min=plans["slot__duration_min"] * 4  # planners now book long sessions
+    )
+    items = [
+        {**_item(f"plan-{i}", "r", pd.Timestamp("2030-01-01", tz="UTC"), 10.0), "inputs": row}
+        for i, row in enumerate(inputs.astype(object).to_dict("records"))
+    ]
+    log.log_forecasts(items, model="m1")
+    meta = {"train_id": "m1", "backtest": _backtest(live),
+            "drift_reference": drift_reference(small_frame)}  # fmt: skip
+    report = health_report(log, meta)
+    assert report["sessions_with_actuals"] == live["session_id"].nunique()
+    assert report["retrain_due"] is False and report["reasons"] == []
+    assert report["drifted_inputs"] == ["slot__duration_min"]
+    drift = {r["feature"]: r for r in report["drift"]}
+    assert drift["topic__session_type"]["status"] in {"stable", "moving"}
+    assert drift["warmup__videos"]["status"] == "too few plans"  # not logged: not judged
+    assert {r["lead"] for r in report["lead"]} <= {"0-7", "8-14", "15-30", "31-60", ">60"}
+    assert json.loads(json.dumps(report)) == report
+    other = health_report(log, {**meta, "train_id": "m2"})  # another model's plans do not count
+    assert all(r["status"] == "too few plans" for r in other["drift"])
+    assert health_report(ForecastLog(tmp_path / "none.db"), {})["sessions_with_actuals"] == 0

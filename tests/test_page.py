@@ -15,6 +15,7 @@ Regenerate the README screenshot with::
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -470,3 +471,45 @@ def test_review_shows_forecast_against_actual(planner: PageRun) -> None:
     assert [families.nth(i).get_attribute("data-family") for i in range(families.count())] == [
         f["family"] for f in api["leaned_on"]
     ]
+
+
+def test_model_health_tab_shows_the_watch(planner: PageRun) -> None:
+    """Plans forecast with a session id and reviewed afterwards show up in the Model health
+    tab: its badge, charts and tables are the API's report."""
+    base = json.loads(DRAFT.model_dump_json(exclude_none=True))
+    plans = [
+        {**base, "session_id": f"health-{i}", "planned_duration_min": 60 + 30 * (i % 5)}
+        for i in range(35)
+    ]
+    assert _post(planner.url, "/v1/forecast", {"plans": plans, "drivers": False}).is_success
+    for plan in plans[:3]:
+        actual = {"viewers": 50000, "orders": 1200, "gmv": 300000}
+        assert _post(planner.url, "/v1/review", {"plan": plan, "actual": actual}).is_success
+    page = planner.page
+    before = planner.renders("health")
+    with page.expect_request("**/v1/model-health"):
+        page.click("#tab-health")
+    page.wait_for_function(
+        f"Number(document.querySelector('#view-health').dataset.renders || 0) > {before}"
+    )
+    api = _post(planner.url, "/v1/model-health", {}).json()
+    root = "[data-testid='health-result']"
+    assert api["sessions_with_actuals"] >= 3
+    badge = page.get_attribute(f"{root} [data-testid='retrain-due']", "data-value")
+    assert badge == str(api["retrain_due"]).lower()
+    shown = page.locator("#drift-table tbody tr")
+    assert [shown.nth(i).get_attribute("data-feature") for i in range(shown.count())] == [
+        r["feature"] for r in api["drift"]
+    ]
+    judged = [r for r in api["drift"] if r["psi"] is not None]
+    assert judged, api["drift"]  # 35 plans with inputs: each input is judged
+    bars = page.locator(f"{root} svg.drift-chart g[data-feature]")
+    assert bars.count() == len(judged)
+    assert page.locator("#lead-table tbody tr").count() == len(api["lead"])
+    cards = page.locator(f"{root} .health-card")
+    assert {cards.nth(i).get_attribute("data-target") for i in range(cards.count())} == {
+        p["target"] for p in api["series"]
+    }
+    if os.environ.get(SCREENSHOT_ENV):  # beside the planner page's screenshot
+        target = ROOT / os.environ[SCREENSHOT_ENV]
+        page.screenshot(path=str(target.with_name("model_health.png")), full_page=True)

@@ -142,6 +142,7 @@ def test_a_full_worker_answers_429_with_retry_after(client, small_dataset, full_
                 }
             ]
         },
+        "/v1/model-health": {},
     }[route]
     r = client.post(route, json=body)
     assert r.status_code == 429

@@ -861,7 +861,9 @@ def fit_forecaster(
     ``per_target`` gives a target its own settings (the model choice of
     :mod:`training.selection`); other targets use ``params``. A target whose settings read the
     room identity gets :data:`~features.sessions.IDENTITY_COLUMN` (vocabulary:
-    :func:`identity_vocab`); the others read the shared features without it.
+    :func:`identity_vocab`); the others read the shared features without it. The metadata
+    holds the training distribution of the main plan inputs (``drift_reference``, see
+    :mod:`training.drift`), which the service's watch compares the plans it serves with.
     """
     from features.sessions import CATEGORICAL_VOCAB
 
@@ -880,4 +882,7 @@ def fit_forecaster(
         if own is not features:
             model = dataclasses.replace(model, columns=tuple(range(len(own))))
         models[t] = model
-    return Forecaster(models, list(features), vocab, params)
+    from training.drift import drift_reference  # the plan inputs' training distribution
+
+    reference = drift_reference(train[[c for c in features if c in train.columns]])
+    return Forecaster(models, list(features), vocab, params, {"drift_reference": reference})

@@ -741,6 +741,123 @@ async function onReview() {
   bump($("#view-review"));
 }
 
+// ---------------------------------------------------------------------------- model health
+
+const HEALTH_TARGETS = [["viewers", "Viewers"], ["gmv", "GMV"], ["orders", "Orders"]];
+
+/** Rolling WAPE and P10–P90 coverage of one target over its sessions (x: session order),
+ * with the backtest's WAPE (dashed) and the coverage band (shaded). */
+function healthSvg(points, band) {
+  const W = 330, H = 130, L = 34, R = 8, T = 8, B = 18;
+  const n = points.length;
+  const wapes = points.map((p) => p.wape).filter((v) => v !== null);
+  const top = Math.max(1, ...wapes, band ? band.backtest_wape * 1.6 : 0);
+  const x = (i) => L + (W - L - R) * (n > 1 ? i / (n - 1) : 0.5);
+  const y = (v) => T + (H - T - B) * (1 - v / top);
+  const line = (key) => points.map((p, i) => (p[key] === null ? null : `${x(i).toFixed(1)},${y(p[key]).toFixed(1)}`))
+    .filter(Boolean).join(" ");
+  let extra = "";
+  if (band) {
+    extra += `<rect class="cov-band" x="${L}" width="${W - L - R}" y="${y(band.coverage_high)}"
+      height="${Math.max(0, y(band.coverage_low) - y(band.coverage_high))}"/>`;
+    extra += `<line class="ref" x1="${L}" x2="${W - R}" y1="${y(band.backtest_wape)}" y2="${y(band.backtest_wape)}"/>`;
+  }
+  const ticks = [0, 0.5, 1].filter((t) => t <= top).map((t) =>
+    `<text class="lbl" x="${L - 4}" y="${y(t) + 3}" text-anchor="end">${t.toFixed(1)}</text>
+     <line class="grid" x1="${L}" x2="${W - R}" y1="${y(t)}" y2="${y(t)}"/>`).join("");
+  return `<svg class="health-chart" viewBox="0 0 ${W} ${H}" role="img"
+      aria-label="Rolling WAPE and coverage">${ticks}${extra}
+    <polyline class="wape-line" points="${line("wape")}"/>
+    <polyline class="cov-line" points="${line("coverage")}"/>
+    <text class="lbl" x="${L}" y="${H - 4}">session 1</text>
+    <text class="lbl" x="${W - R}" y="${H - 4}" text-anchor="end">${n}</text></svg>`;
+}
+
+/** PSI of each plan input, with the 0.1 (moving) and 0.25 (drifted) marks. */
+function driftSvg(rows) {
+  const known = rows.filter((r) => r.psi !== null);
+  const W = 640, rowH = 20, L = 190, R = 50, H = rowH * Math.max(known.length, 1) + 6;
+  const top = Math.max(0.5, ...known.map((r) => r.psi));
+  const x = (v) => L + (W - L - R) * Math.min(v, top) / top;
+  const bars = known.map((r, i) => `<g data-feature="${esc(r.feature)}" data-status="${esc(r.status)}">
+      <text class="lbl" x="${L - 6}" y="${i * rowH + 13}" text-anchor="end">${esc(humanFeature(r.feature))}</text>
+      <rect class="psi ${esc(r.status)}" x="${L}" y="${i * rowH + 4}" height="${rowH - 6}" width="${Math.max(1, x(r.psi) - L)}"/>
+      <text class="lbl" x="${x(r.psi) + 4}" y="${i * rowH + 13}">${r.psi.toFixed(2)}</text></g>`).join("");
+  const marks = [0.1, 0.25].map((m) => `<line class="ref" x1="${x(m)}" x2="${x(m)}" y1="0" y2="${H}"/>`).join("");
+  return `<svg class="drift-chart" viewBox="0 0 ${W} ${H}" role="img" aria-label="Input drift">${marks}${bars}</svg>`;
+}
+
+function fmtRatio(v) { return v === null || v === undefined ? "–" : v.toFixed(3); }
+function fmtShare(v) { return v === null || v === undefined ? "–" : (v * 100).toFixed(0) + "%"; }
+
+function renderHealth(body) {
+  const root = $("#health-result");
+  const due = body.retrain_due;
+  const head = `<div class="result-head"><div><h3>${body.sessions_with_actuals} sessions with actuals</h3>
+      <div class="sub">${esc(modelVersion(body.model))}</div></div>
+    <span class="badge ${due ? "cold" : "warm"}" data-testid="retrain-due" data-value="${due}">
+      ${due ? "Retraining is due" : body.bands.length ? "Healthy" : "No alarm yet"}</span></div>`
+    + (body.reasons.length ? `<ul class="reasons">${body.reasons.map((r) => `<li>${esc(r)}</li>`).join("")}</ul>` : "");
+  const bands = Object.fromEntries(body.bands.map((b) => [b.target, b]));
+  const charts = HEALTH_TARGETS.map(([t, label]) => {
+    const pts = body.series.filter((p) => p.target === t);
+    if (!pts.length) return "";
+    const b = bands[t];
+    const status = b ? (b.outside.length ? `<span class="down">outside the backtest's band</span>` : "within the backtest's band") : "";
+    return `<div class="health-card" data-target="${t}"><div class="kpi-label">${label}: rolling WAPE
+      <span class="wape-key">━</span> and coverage <span class="cov-key">━</span></div>
+      ${healthSvg(pts, b)}<div class="muted small">${status}</div></div>`;
+  }).join("");
+  const leadRows = body.lead.map((r) => `<tr data-target="${r.target}" data-lead="${esc(r.lead)}">
+      <td>${esc(r.target)}</td><td>${esc(r.lead)}</td><td>${r.n}</td><td>${fmtRatio(r.wape)}</td>
+      <td>${r.bias === null ? "–" : (r.bias > 0 ? "+" : "") + r.bias.toFixed(3)}</td><td>${fmtShare(r.coverage)}</td></tr>`).join("");
+  const alarmRooms = new Set(body.alarms.map((a) => a.room_id));
+  const roomRows = body.rooms.filter((r) => r.target === "gmv" || r.target === "viewers").map((r) =>
+    `<tr data-room="${esc(r.room_id)}" class="${alarmRooms.has(r.room_id) ? "alarm" : ""}">
+      <td>${esc(r.room_id)}</td><td>${esc(r.target)}</td><td>${r.n}</td><td>${fmtRatio(r.wape)}</td>
+      <td>${r.bias === null ? "–" : (r.bias > 0 ? "+" : "") + r.bias.toFixed(3)}</td><td>${fmtShare(r.coverage)}</td></tr>`).join("");
+  const driftRows = body.drift.map((r) => `<tr data-feature="${esc(r.feature)}">
+      <td>${esc(humanFeature(r.feature))}</td><td>${r.psi === null ? "–" : r.psi.toFixed(3)}</td>
+      <td><span class="pos ${r.status === "drifted" ? "above" : r.status === "moving" ? "below" : "within"}">${esc(r.status)}</span></td>
+      <td>${r.top_shift ? `${esc(r.top_shift)}: ${fmtShare(r.train_share)} → ${fmtShare(r.recent_share)}` : ""}</td></tr>`).join("");
+  const drift = body.drift.length
+    ? `<h3>Plan inputs against the training data</h3>
+      <p class="note">Population stability index of the latest plans: below 0.1 stable, 0.1–0.25
+        moving, above 0.25 drifted (plans where the model saw few sessions).</p>
+      ${driftSvg(body.drift)}
+      <table class="review-table" id="drift-table"><thead><tr><th>Input</th><th>PSI</th><th>Status</th>
+        <th>Largest shift (training → now)</th></tr></thead><tbody>${driftRows}</tbody></table>`
+    : `<p class="note">${body.drift_reference ? "No plan inputs logged yet." : "This model's bundle has no training summary: retrain to watch input drift."}</p>`;
+  const accuracy = body.sessions_with_actuals
+    ? `<div class="health-grid">${charts}</div>
+      <h3>By lead time</h3>
+      <table class="review-table" id="lead-table"><thead><tr><th>Target</th><th>Lead days</th><th>n</th>
+        <th>WAPE</th><th>Bias</th><th>P10–P90 coverage</th></tr></thead><tbody>${leadRows}</tbody></table>
+      <h3>By room (last ${body.window} sessions)</h3>
+      <table class="review-table" id="room-table"><thead><tr><th>Room</th><th>Target</th><th>n</th>
+        <th>WAPE</th><th>Bias</th><th>P10–P90 coverage</th></tr></thead><tbody>${roomRows}</tbody></table>`
+    : `<p class="empty">No served forecast has an actual yet: forecast plans with a session id, then
+        review them or ingest the finished sessions.</p>`;
+  root.innerHTML = head + accuracy + drift;
+  root.hidden = false;
+}
+
+async function onHealth() {
+  clearErrors();
+  const btn = $("#health-btn");
+  setBusy(btn, true);
+  const res = await post("/v1/model-health", {});
+  setBusy(btn, false);
+  if (!res.ok) {
+    showErrors("#health-errors", res.status, res.body, "The service could not report its health");
+    bump($("#view-health"));
+    return;
+  }
+  showModel(res.body.model);
+  renderHealth(res.body);
+  bump($("#view-health"));
+}
+
 // ---------------------------------------------------------------------------- wiring
 
 function showView(name) {
@@ -748,7 +865,8 @@ function showView(name) {
     tab.classList.toggle("active", tab.dataset.view === name);
     tab.setAttribute("aria-selected", String(tab.dataset.view === name));
   }
-  for (const v of ["forecast", "compare", "suggest", "review"]) $("#view-" + v).hidden = v !== name;
+  for (const v of ["forecast", "compare", "suggest", "review", "health"]) $("#view-" + v).hidden = v !== name;
+  if (name === "health") onHealth();
   if (name === "compare") {
     if (!$$("#variant-rows tr").length) presetVariants();
     refreshVariantPlaceholders();
@@ -768,6 +886,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#compare-btn").addEventListener("click", onCompare);
   $("#suggest-btn").addEventListener("click", onSuggest);
   $("#review-btn").addEventListener("click", onReview);
+  $("#health-btn").addEventListener("click", onHealth);
   for (const tab of $$(".tab")) tab.addEventListener("click", () => showView(tab.dataset.view));
   showView("forecast");
   document.body.dataset.ready = "true";

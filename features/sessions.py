@@ -733,6 +733,31 @@ def _trailing_mean(
     return pd.DataFrame(mean, index=values.index, columns=values.columns)
 
 
+def _trailing_median(values: pd.DataFrame, groups: np.ndarray, window: int) -> pd.DataFrame:
+    """Median of each row's group values over its last ``window`` rows (this one included),
+    NaN skipped, missing when no value is there. Rows as for :func:`_trailing_mean`; each
+    column is one ``(rows, window)`` block of lags, so a row's value depends on its own
+    window only."""
+    x = values.to_numpy(dtype=float)
+    n = len(x)
+    out = np.full_like(x, np.nan)
+    for j in range(x.shape[1]):
+        lags = np.full((n, window), np.nan)
+        for lag in range(min(window, n)):
+            same = np.zeros(n, dtype=bool)
+            same[lag:] = groups[lag:] == groups[: n - lag]
+            lagged = np.full(n, np.nan)
+            lagged[lag:] = x[: n - lag, j]
+            lagged[~same] = np.nan
+            lags[:, lag] = lagged
+        lags.sort(axis=1)  # NaN sorts last: the first k of a row are its k known values
+        k = (~np.isnan(lags)).sum(axis=1)
+        rows = np.flatnonzero(k > 0)
+        lo, hi = (k[rows] - 1) // 2, k[rows] // 2
+        out[rows, j] = (lags[rows, lo] + lags[rows, hi]) / 2.0
+    return pd.DataFrame(out, index=values.index, columns=values.columns)
+
+
 _LOOKUP_BLOCK = 1 << 20
 """Queries an :class:`AsOfTable` answers at a time (each query's answer is its own)."""
 _KEY_LIMIT = 1 << 62
@@ -1105,6 +1130,9 @@ def _outcome_stats(h: pd.DataFrame) -> pd.DataFrame:
     listed = _trailing_mean(o[["lnp", "lg_pp"]], room, 20)
     stats["products_mean_20"] = listed["lnp"].to_numpy()
     stats["gmv_per_product_20"] = listed["lg_pp"].to_numpy()
+    med = _trailing_median(logs, room, LEVEL_WINDOW)
+    for src, name in (("lv", "viewers"), ("lg", "gmv"), ("lo", "orders")):
+        stats[f"{name}_median_{LEVEL_WINDOW}"] = med[src].to_numpy()
     return stats
 
 
@@ -1162,6 +1190,17 @@ def _plan_stats(h: pd.DataFrame, host_code: dict[str, int]) -> pd.DataFrame:
     stats["main_category_code"] = code.astype(float)
     return stats
 
+
+LEVEL_WINDOW = 20
+"""Sessions in a room's recent level (:data:`LEVEL_COLUMNS`)."""
+LEVEL_COLUMNS: dict[str, str] = {
+    t: f"level__{t}_median_{LEVEL_WINDOW}" for t in ("viewers", "orders", "gmv")
+}
+"""Per target, the frame column with ``log1p`` of the median outcome of the room's last
+:data:`LEVEL_WINDOW` sessions before the session: the room's recent level, which the forecast
+is held to (``training.models.hold_to_level``). Not a model input (``level`` is no feature
+family): it bounds the answer, it does not shape it."""
+_LEVEL_STATS: tuple[str, ...] = tuple(f"{t}_median_{LEVEL_WINDOW}" for t in LEVEL_COLUMNS)
 
 _ROOM_OUTCOME_COLUMNS: tuple[str, ...] = (
     "n_prior",
@@ -1232,7 +1271,7 @@ def room_history(
         hosts,
     )
     return RoomHistory(
-        outcome=AsOfTable(_outcome_stats(h), ["room_id"], list(_ROOM_OUTCOME_COLUMNS)),
+        outcome=AsOfTable(_outcome_stats(h), ["room_id"], [*_ROOM_OUTCOME_COLUMNS, *_LEVEL_STATS]),
         band=AsOfTable(
             _group_stats(h, "_band", {"lv": "band_viewers_mean_10", "lg": "band_gmv_mean_10"}),
             ["room_id", "_band"],
@@ -1328,6 +1367,8 @@ def room_columns(
     band = _HOUR_BAND_CODE[_local_hour(inputs.local)]
     main = state.outcome.lookup([room], t)
     cols: Columns = {f"room__{c}": main[:, i] for i, c in enumerate(_ROOM_OUTCOME_COLUMNS)}
+    for i, target in enumerate(LEVEL_COLUMNS):
+        cols[LEVEL_COLUMNS[target]] = main[:, len(_ROOM_OUTCOME_COLUMNS) + i]
     cols["room__n_prior"] = np.nan_to_num(cols["room__n_prior"], nan=0.0)
     planned = inputs.numeric["planned_duration_min"]
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -57,6 +57,7 @@ from features.sessions import (
     plan_features,
 )
 from training.bundle import HISTORY_FILES, Bundle
+from training.models import levels_of
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,7 @@ class PlanScorer:
         X = model_matrix(cols, self.features, self.vocab)
         fc = self.forecaster
         cold = cols["room__n_prior"] == 0
-        pred = fc.predict_columns(X, cold, num_threads=self.num_threads)
+        pred = fc.predict_columns(X, cold, num_threads=self.num_threads, levels=levels_of(cols))
         explained: list[dict[str, Any] | None] = [None] * len(plans)
         if drivers:
             explained = [
@@ -213,6 +214,7 @@ class PlanScorer:
             ]
         targets = list(fc.models)
         sources = {t: fc.models[t].source for t in targets}
+        flags = [(t, pred[f"{t}_held"].tolist()) for t in targets if f"{t}_held" in pred]
         quantiles = [
             (t, pred[f"{t}_p10"].tolist(), pred[f"{t}_p50"].tolist(), pred[f"{t}_p90"].tolist())
             for t in targets
@@ -235,6 +237,7 @@ class PlanScorer:
             item["conversion"] = conversion
             item["aov"] = aov
             item["sources"] = dict(sources)
+            item["held"] = [t for t, held in flags if held[i]]
             if explanation is not None:
                 item["explanation"] = _explanation(explanation)
             out.append(item)

@@ -293,6 +293,13 @@ class PlanForecast(BaseModel):
         description="Per target, what forecasts it: 'model', or 'baseline:history_only' when "
         "the backtest found the model losing to that baseline (never worse than a spreadsheet).",
     )
+    held: list[str] = Field(
+        default_factory=list,
+        description="Targets whose P50 was held to the room's range (within 10x its recent "
+        "median; a room never seen: the largest training session): the plan's inputs pushed "
+        "the model past anything the room's data supports, and the drivers explain the "
+        "forecast before the hold.",
+    )
     explanation: Explanation | None = Field(None, description="Absent when drivers=false.")
 
 

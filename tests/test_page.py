@@ -271,6 +271,9 @@ def _check_forecast(run: PageRun, api: dict[str, Any], model: dict[str, Any]) ->
     assert run.text("conversion", root) == _pct(api["conversion"])
     assert run.value("aov", root) == api["aov"]
     assert run.text("aov", root) == _cny2(api["aov"])
+    held = run.page.locator("[data-testid='held-note']")
+    assert held.get_attribute("data-value") == ",".join(api["held"])
+    assert held.is_hidden() == (not api["held"])
     badge = run.page.locator("[data-testid='cold-start']")
     assert badge.get_attribute("data-value") == str(api["cold_start"]).lower()
     assert ("Cold start" in badge.inner_text()) == api["cold_start"]

@@ -16,6 +16,7 @@ from features.sessions import (
     CATEGORICAL_VOCAB,
     FAMILIES,
     IDENTITY_COLUMN,
+    LEVEL_COLUMNS,
     UnknownCategoryError,
     apply_vocab,
     build_session_features,
@@ -225,6 +226,28 @@ def test_sessions_of_a_room_with_the_same_start_do_not_see_each_other():
     assert f.loc["d", "room__viewers_mean_5"] == pytest.approx(expected)
 
 
+def test_the_rooms_level_is_the_median_of_its_last_20_earlier_sessions():
+    sessions, products = _random_tables(n=300, seed=7)
+    f = build_session_features(sessions, products).set_index("session_id")
+    # the window is the room's last 20 sessions with any outcome; a missing value is skipped
+    done = sessions.dropna(subset=["viewers", "orders", "gmv"], how="all")
+    done = done.sort_values("start_time", kind="stable")
+    checked = 0
+    for sid, row in sessions.set_index("session_id").sample(40, random_state=0).iterrows():
+        earlier = done[
+            (done["room_id"] == row["room_id"]) & (done["start_time"] < row["start_time"])
+        ]
+        value = f.loc[sid, LEVEL_COLUMNS["viewers"]]
+        if earlier.empty:
+            assert np.isnan(value)
+            continue
+        expected = np.nanmedian(np.log1p(earlier["viewers"].to_numpy(float)[-20:]))
+        assert value == pytest.approx(expected), sid
+        checked += 1
+    assert checked > 20
+    assert not any(c.startswith("level__") for c in feature_columns(f.reset_index()))
+
+
 # --------------------------------------------------------------------------- one definition
 
 
@@ -251,7 +274,7 @@ def test_plan_features_equal_history_features_of_the_plan_as_a_session():
     built = build_session_features(combined, combined_products)
     via_build = built[built["session_id"] == "draft-1"].reset_index(drop=True)
 
-    cols = feature_columns(via_build)
+    cols = feature_columns(via_build) + list(LEVEL_COLUMNS.values())  # and the room's level
     assert via_plan["room__n_prior"].iloc[0] > 5
     assert via_plan["session_id"].tolist() == ["draft-1"]
     pd.testing.assert_frame_equal(via_plan[cols], via_build[cols], check_exact=True)
@@ -279,8 +302,9 @@ def test_every_feature_column_belongs_to_exactly_one_of_six_families():
     assert list(frame.columns[:3]) == ["session_id", "room_id", "start_time"]
     cols = feature_columns(frame)
     # every column after the keys is a default input, except the room identity (an input only
-    # where the model choice adds it), which is the room id as text
-    assert len(cols) == frame.shape[1] - 4
+    # where the model choice adds it), which is the room id as text, and the room's level (it
+    # bounds the forecast, it is no input)
+    assert len(cols) == frame.shape[1] - 4 - len(LEVEL_COLUMNS)
     assert (frame[IDENTITY_COLUMN] == frame["room_id"]).all()
     fams = feature_families(frame.columns)
     assert list(fams) == list(FAMILIES)

@@ -32,6 +32,7 @@ def score_plans(
         if "aov_p50" in row:
             item["aov"] = float(row["aov_p50"])
         item["sources"] = {t: m.source for t, m in fc.models.items()}
+        item["held"] = [t for t in fc.models if bool(row.get(f"{t}_held", False))]
         if explained[i] is not None:
             item["explanation"] = explained[i]
         item["model"] = {

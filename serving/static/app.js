@@ -422,6 +422,16 @@ function renderForecast(fc, model) {
     </div>`;
   }).join("");
 
+  const held = fc.held || [];
+  const heldNote = $("#held-note");
+  heldNote.hidden = !held.length;
+  heldNote.dataset.value = held.join(",");
+  heldNote.textContent = held.length
+    ? `Held to the room's range: ${held.join(", ")}. The plan pushed the model past anything `
+      + "this room's sessions support (more than 10× its recent median, or a room never seen "
+      + "beyond the largest session in the data); the drivers explain the forecast before the hold."
+    : "";
+
   $("#fc-rates").innerHTML = `
     <div class="rate"><span class="kpi-label">Conversion (orders / viewers)</span>
       ${num("conversion", fc.conversion, fmtPct(fc.conversion), "rate-value")}</div>

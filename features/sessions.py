@@ -30,6 +30,7 @@ Units: money in the room's currency, durations in minutes, dwell in seconds, day
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -251,9 +252,19 @@ class SessionInputs:
     title: np.ndarray
     room_category: np.ndarray
     numeric: Columns
+    asof: np.ndarray | None = None
+    """Where set, the history each session reads ends strictly before this instant (UTC epoch
+    ns) instead of before its start: a forecast made at an origin ahead of the session
+    (:func:`origin_session_features`). Gaps (days since the last session) still run to the
+    start."""
 
     def __len__(self) -> int:
         return len(self.t)
+
+    @property
+    def history_t(self) -> np.ndarray:
+        """The instant each session's history ends before (``asof``, else its start)."""
+        return self.t if self.asof is None else self.asof
 
 
 @dataclass(frozen=True)
@@ -1363,9 +1374,9 @@ def room_columns(
     plan's ``room_category``, else the session's ``top_category``. :data:`IDENTITY_COLUMN` is
     the room id itself (text; a model that reads it casts it with its saved vocabulary).
     """
-    room, t = inputs.room_id, inputs.t
+    room, t, at = inputs.room_id, inputs.t, inputs.history_t
     band = _HOUR_BAND_CODE[_local_hour(inputs.local)]
-    main = state.outcome.lookup([room], t)
+    main = state.outcome.lookup([room], at)
     cols: Columns = {f"room__{c}": main[:, i] for i, c in enumerate(_ROOM_OUTCOME_COLUMNS)}
     for i, target in enumerate(LEVEL_COLUMNS):
         cols[LEVEL_COLUMNS[target]] = main[:, len(_ROOM_OUTCOME_COLUMNS) + i]
@@ -1379,19 +1390,21 @@ def room_columns(
             cols[f"room__{name}_at_duration_{n}"] = rate + log_minutes
     listed = cols.pop("room__products_mean_20")
     cols["room__products_ratio"] = np.log1p(n_skus) - listed
-    by_band = state.band.lookup([room, band], t)
+    by_band = state.band.lookup([room, band], at)
     cols["room__band_viewers_mean_10"] = by_band[:, 0]
     cols["room__band_gmv_mean_10"] = by_band[:, 1]
-    cols["room__type_gmv_mean_10"] = state.session_type.lookup([room, inputs.session_type], t)[:, 0]
-    plan = dict(zip(_PLAN_STAT_COLUMNS, state.plan.lookup([room], t).T, strict=True))
+    cols["room__type_gmv_mean_10"] = state.session_type.lookup([room, inputs.session_type], at)[
+        :, 0
+    ]
+    plan = dict(zip(_PLAN_STAT_COLUMNS, state.plan.lookup([room], at).T, strict=True))
     cols["room__days_since_last"] = (t.astype(float) - plan["prev_t"]) / _NS_PER_DAY
     cols["room__festival_share"] = plan["festival_share"]
     host = resolve_host(room, inputs.host_id, plan["main_host_code"], state.hosts)
-    host_n = np.nan_to_num(state.host_count.lookup([room, host], t)[:, 0], nan=0.0)
+    host_n = np.nan_to_num(state.host_count.lookup([room, host], at)[:, 0], nan=0.0)
     n_sessions = plan["n_sessions"]
     with np.errstate(divide="ignore", invalid="ignore"):
         cols["room__host_share"] = np.where(n_sessions > 0, host_n / n_sessions, np.nan)
-    cols["room__host_gmv_dev"] = state.host_outcome.lookup([room, host], t)[:, 0]
+    cols["room__host_gmv_dev"] = state.host_outcome.lookup([room, host], at)[:, 0]
     median = plan["duration_median"]
     with np.errstate(divide="ignore", invalid="ignore"):
         cols["room__duration_ratio"] = np.where(median > 0, planned / median, np.nan)
@@ -1558,7 +1571,7 @@ def sku_columns(inputs: SessionInputs, skus: SkuList, state: AsOfTable | None) -
     listed = np.bincount(s, minlength=n).astype(float)
     n_has, units, logs = np.zeros(n), np.zeros(n), np.zeros(n)
     blocks = state.lookup_blocks(
-        [room_of_sku, skus.sku_id], lambda rows: inputs.t[s[rows]], _session_blocks(s)
+        [room_of_sku, skus.sku_id], lambda rows: inputs.history_t[s[rows]], _session_blocks(s)
     )
     for rows, found, values in blocks:
         # a session's SKU rows are all in one block: its sums are those of one bincount over
@@ -1663,6 +1676,39 @@ def snapshot_session_features(
     keys = _ProductKeys(products)
     summary = product_mix_summary(products, keys=keys)
     inputs = session_inputs(ordered, tz)
+    context = plan_context(history_sessions, history_products, tz=tz)
+    cols = session_columns(
+        inputs,
+        summary_columns(summary, inputs.session_id),
+        context.rooms,
+        context.skus,
+        sku_list(products, inputs.session_id, keys=keys),
+    )
+    return _frame(inputs, ordered["start_time"], cols)
+
+
+def origin_session_features(
+    sessions: pd.DataFrame,
+    products: pd.DataFrame,
+    origins: pd.Series,
+    history_sessions: pd.DataFrame,
+    history_products: pd.DataFrame,
+    *,
+    tz: str = DEFAULT_TZ,
+) -> pd.DataFrame:
+    """Feature rows of ``sessions`` as forecast at ``origins`` (one instant per session,
+    aligned with ``sessions``, each before its session): every row reads only the part of
+    ``history_sessions`` / ``history_products`` that started strictly before its own origin,
+    as :func:`snapshot_session_features` with the history cut there would give it, but from
+    one history state (no state per origin). Plan inputs and the product mix come from the
+    sessions' own rows (``products``). Same columns as :func:`build_session_features`, in
+    start order."""
+    at = _epoch_ns(pd.Series(pd.to_datetime(origins), index=sessions.index))
+    order = np.lexsort((sessions["session_id"].to_numpy(), _epoch_ns(sessions["start_time"])))
+    ordered = sessions.iloc[order].reset_index(drop=True)
+    keys = _ProductKeys(products)
+    summary = product_mix_summary(products, keys=keys)
+    inputs = dataclasses.replace(session_inputs(ordered, tz), asof=at[order])
     context = plan_context(history_sessions, history_products, tz=tz)
     cols = session_columns(
         inputs,

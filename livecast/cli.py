@@ -516,20 +516,22 @@ def backtest(
     """Rolling-origin backtest of the forecaster against baselines; writes metrics.json."""
     from features.io import load_dataset
     from training.backtest import run_backtest
-    from training.data import training_frame
+    from training.data import copies_for, training_frame
     from training.report import write_report
 
     ds = load_dataset(data, fan_events=False, tz=get_settings().timezone)
     frame = training_frame(ds.sessions, ds.session_products)
+    loaded = _load_params(params, seed)
     result = run_backtest(
         frame,
         truth=ds.truth,
-        params=_load_params(params, seed),
+        params=loaded,
         folds=folds,
         horizon_days=horizon_days,
         cut=cut,
         sessions=ds.sessions,
         products=ds.session_products,
+        copies=copies_for(loaded, ds.sessions, ds.session_products),
     )
     paths = write_report(result, out)
     _print_metrics(result.metrics)
@@ -596,7 +598,8 @@ def promote(
         from training.retrain import rescorer
 
         ds = load_dataset(data, fan_events=False, tz=s.timezone)
-        reevaluate = rescorer(training_frame(ds.sessions, ds.session_products))
+        tables = (ds.sessions, ds.session_products)
+        reevaluate = rescorer(training_frame(*tables), tables=tables)
 
     decision = run_promote(
         uri=s.mlflow_uri, models_dir=s.models_dir, train_id=train_id, reevaluate=reevaluate

@@ -23,8 +23,10 @@ from features.sessions import (
     cold_start,
     feature_columns,
     feature_families,
+    origin_session_features,
     plan_features,
     product_mix_summary,
+    snapshot_session_features,
 )
 
 TZ = "Asia/Shanghai"
@@ -246,6 +248,37 @@ def test_the_rooms_level_is_the_median_of_its_last_20_earlier_sessions():
         checked += 1
     assert checked > 20
     assert not any(c.startswith("level__") for c in feature_columns(f.reset_index()))
+
+
+def test_features_at_origins_equal_snapshots_cut_at_each_origin():
+    """One history state read up to each row's own origin gives every column the snapshot of
+    the history cut at that origin gives (the origin copies of training)."""
+    sessions, products = _random_tables(n=300, seed=11)
+    rng = np.random.default_rng(3)
+    starts = sessions["start_time"]
+    cuts = list(starts.quantile([0.3, 0.5, 0.8]))
+    # each session after the first cut gets one of the cuts before it as its origin
+    later = sessions[starts > cuts[0]]
+    origins = pd.Series(
+        [rng.choice([c for c in cuts if c < t]) for t in later["start_time"]], index=later.index
+    )
+    own = products[products["session_id"].isin(set(later["session_id"]))]
+    got = origin_session_features(later, own, origins, sessions, products)
+    got = got.set_index("session_id")
+    assert len(got) == len(later)
+    for cut in cuts:
+        ids = origins.index[origins == cut]
+        if len(ids) == 0:
+            continue
+        ahead = later.loc[ids]
+        history = sessions[starts < cut]
+        want = snapshot_session_features(
+            ahead,
+            products[products["session_id"].isin(set(ahead["session_id"]))],
+            history,
+            products[products["session_id"].isin(set(history["session_id"]))],
+        ).set_index("session_id")
+        pd.testing.assert_frame_equal(got.loc[want.index], want, check_exact=True)
 
 
 # --------------------------------------------------------------------------- one definition

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from training.baselines import slot_mean, trailing_mean, with_fallback
+from training.data import frozen_frame
 from training.metrics import interval_metrics, point_metrics
 from training.models import TARGETS, ForecastParams, fit_forecaster
 from training.selection import Selection, select_params
@@ -73,6 +74,7 @@ def run_backtest(
     selection: Selection | None = None,
     sessions: pd.DataFrame | None = None,
     products: pd.DataFrame | None = None,
+    copies: pd.DataFrame | None = None,
 ) -> BacktestResult:
     """Backtest on a training frame (``training.data.training_frame``).
 
@@ -87,6 +89,10 @@ def run_backtest(
     ``_p90``, :func:`features.sessions.snapshot_session_features`): what the service delivers
     for a plan made at the cut, where the main columns give each session a history refreshed
     up to the session before it.
+
+    ``copies`` (``training.data.origin_copies`` of the same sessions) lets the model choice try
+    training on them too (``ahead``); a fold's model sees only the copies of its training
+    sessions, each frozen at an origin before its session, so before the cut.
     """
     from features.sessions import history_columns
 
@@ -98,7 +104,13 @@ def run_backtest(
     if selection is None:
         span = (windows[0][1] - windows[0][0]).days if cut is None else horizon_days
         selection = select_params(
-            frame, params, before=windows[0][0], horizon_days=max(span, 1), targets=targets
+            frame,
+            params,
+            before=windows[0][0],
+            horizon_days=max(span, 1),
+            targets=targets,
+            copies=copies,
+            tables=(sessions, products) if sessions is not None and products is not None else None,
         )
     trailing = {t: trailing_mean(frame, t) for t in targets} if baselines else {}
     if truth is not None:
@@ -109,7 +121,9 @@ def run_backtest(
         test = frame[(frame["start_time"] >= c) & (frame["start_time"] < end)]
         if len(test) == 0:
             continue
-        model = fit_forecaster(train, params, targets=targets, per_target=selection.params)
+        model = fit_forecaster(
+            train, params, targets=targets, per_target=selection.params, copies=copies
+        )
         pred = model.predict(test)
         keys = ["session_id", "room_id", "start_time", "hour_band", *targets]
         keys += [c for c in ("host_id", "planned_duration_min") if c in test.columns]
@@ -123,13 +137,13 @@ def run_backtest(
             for q in ("p10", "p50", "p90"):
                 part[f"{t}__model_{q}"] = pred[f"{t}_{q}"].to_numpy()
         if sessions is not None and products is not None:
-            frozen = model.predict(_frozen_frame(sessions, products, test["session_id"], c))
+            frozen = model.predict(frozen_frame(sessions, products, test["session_id"], c))
             for t in targets:
                 for q in ("p10", "p50", "p90"):
                     part[f"{t}__frozen_{q}"] = frozen[f"{t}_{q}"].to_numpy()
         if baselines:
             # the spreadsheet-level baseline: plain LightGBM on the room history, no base
-            plain = params.model_copy(update={"base": False})
+            plain = params.model_copy(update={"base": False, "ahead": False})
             hist = fit_forecaster(train, plain, targets=targets, features=room_features)
             hist_pred = hist.predict(test)
             for t in targets:
@@ -147,20 +161,6 @@ def run_backtest(
     return BacktestResult(
         compute_metrics(preds, targets), preds, [w[0] for w in windows], selection
     )
-
-
-def _frozen_frame(
-    sessions: pd.DataFrame, products: pd.DataFrame, ids: pd.Series, cut: pd.Timestamp
-) -> pd.DataFrame:
-    """Features of the sessions ``ids`` (in that order) from the history before ``cut``."""
-    from features.sessions import snapshot_session_features
-
-    history = sessions[sessions["start_time"] < cut]
-    ahead = sessions[sessions["session_id"].isin(set(ids))]
-    in_history = products["session_id"].isin(set(history["session_id"]))
-    in_ahead = products["session_id"].isin(set(ahead["session_id"]))
-    snap = snapshot_session_features(ahead, products[in_ahead], history, products[in_history])
-    return snap.set_index("session_id").loc[ids.to_numpy()].reset_index()
 
 
 def compute_metrics(preds: pd.DataFrame, targets: tuple[str, ...] = TARGETS) -> dict:

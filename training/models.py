@@ -99,6 +99,12 @@ class ForecastParams(BaseModel):
         description="Choose objective, base and capacity per target by a time-ordered "
         "validation inside the training period (training.selection).",
     )
+    ahead: bool = Field(
+        False,
+        description="Also train on each session's origin copy: its features from the room "
+        "history frozen at a forecast origin 1-60 days before it (training.data.origin_copies), "
+        "as a plan scored ahead sees it. A candidate of the model choice.",
+    )
 
     learning_rate: float = Field(0.08, gt=0, le=0.5)
     num_leaves: int = Field(31, ge=4, le=512)
@@ -928,6 +934,7 @@ def fit_forecaster(
     features: list[str] | None = None,
     vocab: dict[str, tuple[str, ...]] | None = None,
     per_target: dict[str, ForecastParams] | None = None,
+    copies: pd.DataFrame | None = None,
 ) -> Forecaster:
     """Fit one model per target on a feature frame joined with its outcome columns.
 
@@ -939,6 +946,8 @@ def fit_forecaster(
     :func:`identity_vocab`); the others read the shared features without it. The metadata
     holds the training distribution of the main plan inputs (``drift_reference``, see
     :mod:`training.drift`), which the service's watch compares the plans it serves with.
+    A target whose settings have ``ahead`` trains on ``train`` plus the origin copies of its
+    sessions (``copies``, from :func:`training.data.origin_copies`; required then).
     """
     from features.sessions import CATEGORICAL_VOCAB
 
@@ -950,10 +959,15 @@ def fit_forecaster(
     shared = features
     if any(p.identity for p in settings.values()):
         features, vocab = with_identity(train, features, vocab, targets)
+    from training.data import with_copies
+
+    if copies is None and any(p.ahead for p in settings.values()):
+        raise ValueError("settings with ahead=True train on origin copies: pass copies")
     models = {}
     for t, p in settings.items():
         own = features if p.identity else shared
-        model = _fit_target(train, t, own, vocab, p)
+        rows = with_copies(train, copies) if p.ahead else train
+        model = _fit_target(rows, t, own, vocab, p)
         if own is not features:
             model = dataclasses.replace(model, columns=tuple(range(len(own))))
         models[t] = model

@@ -38,13 +38,22 @@ class RetrainResult:
 
 
 def rescorer(
-    frame: pd.DataFrame, *, folds: int = 3, horizon_days: int = 30
+    frame: pd.DataFrame,
+    *,
+    folds: int = 3,
+    horizon_days: int = 30,
+    tables: tuple[pd.DataFrame, pd.DataFrame] | None = None,
 ) -> Callable[[dict[str, str]], dict[str, float]]:
     """A function from a registered run's parameters to its model WAPE per target, backtested
     on ``frame`` (the same folds for every configuration it is given). The thread count is this
-    machine's, not the run's."""
+    machine's, not the run's. ``tables`` (the sessions and products ``frame`` was built from)
+    give the origin copies a configuration may choose or train on (built once, when first
+    needed)."""
     from training.backtest import run_backtest
+    from training.data import copies_for
     from training.tune import load_params
+
+    cache: dict[int, pd.DataFrame | None] = {}
 
     def score(run_params: dict[str, str]) -> dict[str, float]:
         known = {
@@ -52,12 +61,21 @@ def rescorer(
             for k, v in run_params.items()
             if k in ForecastParams.model_fields and k not in EXECUTION_SETTINGS
         }
+        params = load_params(None, **known)
+        copies = None
+        if tables is not None:
+            if params.seed not in cache:
+                cache[params.seed] = copies_for(params, *tables)
+            copies = cache[params.seed]
         res = run_backtest(
             frame,
-            params=load_params(None, **known),
+            params=params,
             folds=folds,
             horizon_days=horizon_days,
             baselines=False,
+            copies=copies,
+            sessions=tables[0] if copies is not None else None,
+            products=tables[1] if copies is not None else None,
         )
         return {t: res.metrics[t]["model"]["wape"] for t in res.metrics}
 
@@ -115,7 +133,12 @@ def retrain(
         uri=mlflow_uri,
         models_dir=models_dir,
         train_id=result.train_id,
-        reevaluate=rescorer(frame, folds=folds, horizon_days=horizon_days),
+        reevaluate=rescorer(
+            frame,
+            folds=folds,
+            horizon_days=horizon_days,
+            tables=(ds.sessions, ds.session_products),
+        ),
         refresh=refresh,
     )
     return RetrainResult(result, decision, refresh, before)

@@ -122,7 +122,10 @@ def validation_split(frame: pd.DataFrame, before: pd.Timestamp, horizon_days: in
     return fit.iloc[-MAX_SELECTION_ROWS:], val
 
 
-def _score(fit: pd.DataFrame, val: pd.DataFrame, target: str, params: ForecastParams) -> float:
+def _predict(
+    fit: pd.DataFrame, val: pd.DataFrame, target: str, params: ForecastParams
+) -> np.ndarray | None:
+    """A candidate's forecasts of ``val`` (None: too few rows with outcomes to fit it)."""
     features = feature_columns(fit)
     vocab = {k: v for k, v in CATEGORICAL_VOCAB.items() if k in features}
     if params.identity:
@@ -130,9 +133,15 @@ def _score(fit: pd.DataFrame, val: pd.DataFrame, target: str, params: ForecastPa
     try:
         model = fit_candidate(fit, target, features, vocab, params)
     except ValueError:  # too few rows with outcomes for this candidate
-        return float("inf")
+        return None
     X = apply_vocab(val[features], vocab)
-    pred = np.expm1(model.predict_log(X, num_iteration=model.best_iteration))
+    return np.expm1(model.predict_log(X, num_iteration=model.best_iteration))
+
+
+def _score(fit: pd.DataFrame, val: pd.DataFrame, target: str, params: ForecastParams) -> float:
+    pred = _predict(fit, val, target, params)
+    if pred is None:
+        return float("inf")
     score = wape(val[target].to_numpy(dtype=float), pred)
     return float(score) if np.isfinite(score) else float("inf")
 
@@ -144,10 +153,21 @@ def select_params(
     before: pd.Timestamp,
     horizon_days: int,
     targets: tuple[str, ...] = TARGETS,
+    copies: pd.DataFrame | None = None,
+    tables: tuple[pd.DataFrame, pd.DataFrame] | None = None,
 ) -> Selection:
     """Choose each target's settings on data before ``before`` only (see the module doc).
 
+    Given the origin copies of the sessions (``training.data.origin_copies``) and the tables
+    they come from (``tables``: sessions, products), a third stage asks whether training on
+    the copies too (``+ahead``) forecasts better *ahead*: the best so far and the best with
+    the copies of its fit rows are both scored on the held-out stretch as planners meet it,
+    from the history frozen at the stretch's start (``training.data.frozen_frame``), and the
+    copies are kept when they lower its WAPE there, the rule of every other candidate (the two
+    scores are recorded with `` (ahead)``).
     With ``params.select`` off, or too little data, every target keeps ``params``."""
+    from training.data import frozen_frame, with_copies
+
     fit, val = validation_split(frame, before, horizon_days)
     window = {
         "fit_rows": len(fit),
@@ -160,6 +180,10 @@ def select_params(
         reason = "off" if not params.select else "too little data"
         return Selection(keep, {t: f"given ({reason})" for t in targets}, {}, window)
     chosen_params, chosen, scores = {}, {}, {}
+    frozen = None
+    if copies is not None and len(copies) and tables is not None:
+        frozen = frozen_frame(*tables, val["session_id"], val["start_time"].min())
+        frozen[list(targets)] = val[list(targets)].to_numpy()
     for t in targets:
         few_rooms = 0 < len(identity_vocab(fit, (t,))) <= MAX_IDENTITY_ROOMS
         cands = stage_one(params)
@@ -168,6 +192,18 @@ def select_params(
         more = stage_two(dict(cands)[first], identity=few_rooms)
         tried.update({name: _score(fit, val, t, cand) for name, cand in more})
         best = min(tried, key=tried.__getitem__)
+        if frozen is not None:
+            plain = dict(cands + more)[best]
+            ahead = plain.model_copy(update={"ahead": True})
+            more = [*more, (f"{best}+ahead", ahead)]
+            y = frozen[t].to_numpy(dtype=float)
+            now = _predict(fit, frozen, t, plain)
+            then = _predict(with_copies(fit, copies), frozen, t, ahead)
+            if now is not None and then is not None:
+                tried[f"{best} (ahead)"] = wape(y[np.isfinite(y)], now[np.isfinite(y)])
+                tried[f"{best}+ahead (ahead)"] = wape(y[np.isfinite(y)], then[np.isfinite(y)])
+                if tried[f"{best}+ahead (ahead)"] < tried[f"{best} (ahead)"]:
+                    best = f"{best}+ahead"
         chosen_params[t] = dict(cands + more)[best]
         chosen[t] = best
         scores[t] = {k: round(v, 6) for k, v in tried.items()}

@@ -14,7 +14,7 @@ import pandas as pd
 from features.io import Dataset
 from training.backtest import SERVABLE_BASELINE, BacktestResult, run_backtest
 from training.bundle import save_bundle
-from training.data import training_frame
+from training.data import copies_for, training_frame
 from training.models import (
     EXECUTION_SETTINGS,
     TARGETS,
@@ -85,7 +85,9 @@ def serve_baseline(
     from features.sessions import history_columns
 
     room = history_columns(forecaster.features)
-    plain = params.model_copy(update={"base": False, "objective": "log_l2", "select": False})
+    plain = params.model_copy(
+        update={"base": False, "objective": "log_l2", "select": False, "ahead": False}
+    )
     hist = fit_forecaster(frame, plain, targets=targets, features=room)
     position = {c: i for i, c in enumerate(forecaster.features)}
     columns = tuple(position[c] for c in hist.features)
@@ -117,18 +119,22 @@ def train(
     params = params or ForecastParams()
     if frame is None:
         frame = training_frame(ds.sessions, ds.session_products)
+    copies = copies_for(params, ds.sessions, ds.session_products)
     bt = run_backtest(
         frame,
         truth=ds.truth,
         params=params,
         folds=folds,
         horizon_days=horizon_days,
-    )  # the frozen-history view by lead time is `livecast backtest`'s (it costs a feature pass)
+        copies=copies,
+        sessions=ds.sessions if copies is not None else None,
+        products=ds.session_products if copies is not None else None,
+    )  # the tables give the model choice its ahead view (and the report the frozen one)
     signature = fold_signature(frame, bt.cuts, horizon_days)
     train_id = train_id_for(signature, params)
     report_dir = Path(report_dir)
     write_report(bt, report_dir, title=f"livecast backtest ({train_id})")
-    forecaster = fit_forecaster(frame, params, per_target=bt.selection.params)
+    forecaster = fit_forecaster(frame, params, per_target=bt.selection.params, copies=copies)
     served = bt.served
     fallback = [t for t in forecaster.models if served[t]["source"] != "model"]
     if fallback:

@@ -206,7 +206,8 @@ def test_the_service_logs_forecasts_and_review_actuals_for_the_watch(service_mod
     assert j.set_index("target").loc["gmv", "actual"] == 5000.0
     with sqlite3.connect(log.path) as con:  # plans without a session id are never logged
         ids = {r[0] for r in con.execute("SELECT DISTINCT plan_id FROM forecasts")}
-        inputs = [json.loads(r[0]) for r in con.execute("SELECT inputs FROM plan_inputs")]
+        query = "SELECT inputs FROM plan_inputs WHERE plan_id = 'watch-1'"
+        inputs = [json.loads(r[0]) for r in con.execute(query)]
     assert "watch-1" in ids and not any(i.startswith("plan-") for i in ids)
     assert len(inputs) == 1 and set(inputs[0]) == set(DRIFT_INPUTS)  # the forecast's, once
     assert inputs[0]["slot__duration_min"] == plan["planned_duration_min"]

@@ -36,8 +36,10 @@ def origin_copies(
     seed: int = 0,
 ) -> pd.DataFrame:
     """Each session once more, as a planner would have scored it ahead: its feature row from
-    the history frozen at a forecast origin before it (``snapshot_session_features``, the
-    service's view), with its outcomes as labels; same columns as :func:`training_frame`.
+    the history frozen at a forecast origin before it (the service's view: what
+    ``snapshot_session_features`` gives with the history cut at the origin, computed for every
+    origin at once by ``origin_session_features``), with its outcomes as labels; same columns
+    as :func:`training_frame`.
 
     Origins lie on a grid every ``step_days`` days from the first session's day, from the
     second step on (an earlier origin holds almost no history: its copies would be cold

@@ -1671,20 +1671,7 @@ def snapshot_session_features(
     own rows. Same columns and row order as :func:`build_session_features`, which instead gives
     each session every earlier session (a history refreshed before each one).
     """
-    ordered = sessions.sort_values(["start_time", "session_id"], kind="stable")
-    ordered = ordered.reset_index(drop=True)
-    keys = _ProductKeys(products)
-    summary = product_mix_summary(products, keys=keys)
-    inputs = session_inputs(ordered, tz)
-    context = plan_context(history_sessions, history_products, tz=tz)
-    cols = session_columns(
-        inputs,
-        summary_columns(summary, inputs.session_id),
-        context.rooms,
-        context.skus,
-        sku_list(products, inputs.session_id, keys=keys),
-    )
-    return _frame(inputs, ordered["start_time"], cols)
+    return _features_from_history(sessions, products, history_sessions, history_products, tz)
 
 
 def origin_session_features(
@@ -1704,11 +1691,29 @@ def origin_session_features(
     sessions' own rows (``products``). Same columns as :func:`build_session_features`, in
     start order."""
     at = _epoch_ns(pd.Series(pd.to_datetime(origins), index=sessions.index))
+    return _features_from_history(
+        sessions, products, history_sessions, history_products, tz, asof=at
+    )
+
+
+def _features_from_history(
+    sessions: pd.DataFrame,
+    products: pd.DataFrame,
+    history_sessions: pd.DataFrame,
+    history_products: pd.DataFrame,
+    tz: str,
+    asof: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Feature rows of ``sessions`` (in start, then id, order) from one history state built on
+    ``history_sessions`` / ``history_products``, each row reading it up to its start or, given
+    ``asof`` (epoch ns aligned with ``sessions``), up to its own origin."""
     order = np.lexsort((sessions["session_id"].to_numpy(), _epoch_ns(sessions["start_time"])))
     ordered = sessions.iloc[order].reset_index(drop=True)
     keys = _ProductKeys(products)
     summary = product_mix_summary(products, keys=keys)
-    inputs = dataclasses.replace(session_inputs(ordered, tz), asof=at[order])
+    inputs = session_inputs(ordered, tz)
+    if asof is not None:
+        inputs = dataclasses.replace(inputs, asof=asof[order])
     context = plan_context(history_sessions, history_products, tz=tz)
     cols = session_columns(
         inputs,

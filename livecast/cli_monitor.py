@@ -75,32 +75,16 @@ def monitor(
 
 def _accuracy_tables(report: dict[str, Any]) -> None:
     window = report["window"]
-    table = Table(title=f"served forecasts against actuals (last {window} sessions per room)")
-    for col in ("room", "target", "n", "WAPE", "bias", "P10-P90 coverage"):
-        table.add_column(col)
-    for r in report["rooms"]:
-        table.add_row(
-            str(r["room_id"]),
-            r["target"],
-            str(r["n"]),
-            _fmt(r["wape"], ".3f"),
-            _fmt(r["bias"], "+.3f"),
-            _fmt(r["coverage"], ".2f"),
-        )
-    console.print(table)
-    lead = Table(title="by lead time (days from the forecast to the session)")
-    for col in ("target", "lead days", "n", "WAPE", "bias", "P10-P90 coverage"):
-        lead.add_column(col)
-    for r in report["lead"]:
-        lead.add_row(
-            r["target"],
-            r["lead"],
-            str(r["n"]),
-            _fmt(r["wape"], ".3f"),
-            _fmt(r["bias"], "+.3f"),
-            _fmt(r["coverage"], ".2f"),
-        )
-    console.print(lead)
+    _print_accuracy(
+        f"served forecasts against actuals (last {window} sessions per room)",
+        ("room", "target"),
+        [(str(r["room_id"]), r["target"], r) for r in report["rooms"]],
+    )
+    _print_accuracy(
+        "by lead time (days from the forecast to the session)",
+        ("target", "lead days"),
+        [(r["target"], r["lead"], r) for r in report["lead"]],
+    )
     for b in report["bands"]:
         mark = "[red]outside[/]" if b["outside"] else "within"
         console.print(
@@ -108,6 +92,23 @@ def _accuracy_tables(report: dict[str, Any]) -> None:
             f"{b['backtest_wape']:.3f}), coverage {b['coverage']:.2f} (band "
             f"{b['coverage_low']:.2f}-{b['coverage_high']:.2f}): {mark}"
         )
+
+
+def _print_accuracy(title: str, keys: tuple[str, str], rows: list[tuple[str, str, Any]]) -> None:
+    """A table of WAPE, bias and coverage rows (``rows``: two key cells, then the row)."""
+    table = Table(title=title)
+    for col in (*keys, "n", "WAPE", "bias", "P10-P90 coverage"):
+        table.add_column(col)
+    for a, b, r in rows:
+        table.add_row(
+            a,
+            b,
+            str(r["n"]),
+            _fmt(r["wape"], ".3f"),
+            _fmt(r["bias"], "+.3f"),
+            _fmt(r["coverage"], ".2f"),
+        )
+    console.print(table)
 
 
 def _drift_table(report: dict[str, Any]) -> None:

@@ -107,26 +107,18 @@ def test_ahead_needs_copies_and_is_a_candidate_of_the_model_choice(small_frame, 
     fitted = fit_forecaster(small_frame, params, copies=copies)
     assert set(fitted.models) == {"viewers", "orders", "gmv"}
     before = small_frame["start_time"].max() - pd.Timedelta(days=30)
-    sel = select_params(
-        small_frame,
-        ForecastParams(max_rounds=30, num_threads=1),
-        before=before,
-        horizon_days=30,
-        targets=("gmv",),
-        copies=copies,
-        tables=tables,
-    )
+    params = ForecastParams(max_rounds=30, num_threads=1)
+
+    def choose(**extra):
+        return select_params(
+            small_frame, params, before=before, horizon_days=30, targets=("gmv",), **extra
+        )
+
+    sel = choose(copies=copies, tables=tables)
     scores = sel.scores["gmv"]
     ahead = [n for n in scores if n.endswith("+ahead (ahead)")]
     assert len(ahead) == 1  # the best so far, with and without the copies, scored ahead
-    plain = ahead[0].replace("+ahead (ahead)", " (ahead)")
-    assert sel.params["gmv"].ahead == (scores[ahead[0]] < scores[plain])
+    without = ahead[0].replace("+ahead (ahead)", " (ahead)")
+    assert sel.params["gmv"].ahead == (scores[ahead[0]] < scores[without])
     assert sel.chosen["gmv"].endswith("+ahead") == sel.params["gmv"].ahead
-    plain = select_params(
-        small_frame,
-        ForecastParams(max_rounds=30, num_threads=1),
-        before=before,
-        horizon_days=30,
-        targets=("gmv",),
-    )
-    assert not any("ahead" in name for name in plain.scores["gmv"])
+    assert not any("ahead" in name for name in choose().scores["gmv"])  # no copies given
